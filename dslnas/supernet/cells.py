@@ -1,0 +1,95 @@
+"""Cells: the search cell (all candidates on every edge) and the discrete cell of a genotype."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..ir.model import CellBlock, CellIR
+from ..ops import Identity, create_op
+from .macro import make_preprocess
+from .mixed import MixedEdge
+
+
+class _CellBase(nn.Module):
+    def __init__(self, cell: CellIR, block: CellBlock, affine: bool, track: bool):
+        super().__init__()
+        self.n_inputs = cell.n_inputs
+        self.n_total = cell.n_inputs + cell.n_nodes
+        self.output_nodes = cell.output_nodes
+        self.mean = cell.combine == "mean"
+        self.preprocess = nn.ModuleList(
+            make_preprocess(k, c, block.C, affine, track)
+            for k, c in zip(block.preprocess, block.C_inputs))
+
+    def _combine(self, terms: list[torch.Tensor]) -> torch.Tensor:
+        out = terms[0]
+        for t in terms[1:]:
+            out = out + t
+        return out / len(terms) if self.mean else out
+
+    def _output(self, states: list[torch.Tensor]) -> torch.Tensor:
+        if len(self.output_nodes) == 1:
+            return states[self.output_nodes[0]]
+        return torch.cat([states[n] for n in self.output_nodes], dim=1)
+
+
+class SearchCell(_CellBase):
+    """Every edge of the cell type, in canonical (alpha row) order."""
+
+    def __init__(self, cell: CellIR, block: CellBlock, affine: bool, track: bool, pool_bn: bool):
+        super().__init__(cell, block, affine, track)
+        self.group = cell.group
+        self.edges = nn.ModuleList(
+            MixedEdge(e.candidates, block.C, e.stride, affine, track, pool_bn) for e in cell.edges)
+        # For each node, the (row, source) pairs of its incoming edges.
+        self.incoming = [[(e.row, e.src) for e in cell.edges if e.dst == n]
+                         for n in range(self.n_total)]
+
+    def forward(self, inputs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+        states = [p(x) for p, x in zip(self.preprocess, inputs)]
+        for n in range(self.n_inputs, self.n_total):
+            states.append(self._combine(
+                [self.edges[row](states[src], weights[row]) for row, src in self.incoming[n]]))
+        return self._output(states)
+
+
+class DropPath(nn.Module):
+    """Zero a whole sample's branch with probability ``p`` and rescale the rest (training only)."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p <= 0:
+            return x
+        keep = 1.0 - self.p
+        mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+        return x / keep * mask
+
+
+class DiscreteCell(_CellBase):
+    """The cell of a genotype: only the chosen op on each kept edge, affine BN."""
+
+    def __init__(self, cell: CellIR, block: CellBlock, chosen: tuple[tuple[str, int, int], ...]):
+        super().__init__(cell, block, affine=True, track=True)
+        stride = {(e.src, e.dst): e.stride for e in cell.edges}
+        self.ops = nn.ModuleList()
+        self.drop = nn.ModuleList()
+        self.incoming: list[list[tuple[int, int]]] = [[] for _ in range(self.n_total)]
+        for i, (op, src, dst) in enumerate(chosen):
+            module = create_op(op, block.C, block.C, stride[(src, dst)], affine=True, track=True)
+            self.ops.append(module)
+            # DARTS exempts identity ops from drop-path.
+            self.drop.append(nn.Identity() if isinstance(module, Identity) else DropPath())
+            self.incoming[dst].append((i, src))
+        for n in range(self.n_inputs, self.n_total):
+            if not self.incoming[n]:
+                raise ValueError(f"node {n} of cell '{cell.name}' has no chosen input edge")
+
+    def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        states = [p(x) for p, x in zip(self.preprocess, inputs)]
+        for n in range(self.n_inputs, self.n_total):
+            states.append(self._combine(
+                [self.drop[i](self.ops[i](states[src])) for i, src in self.incoming[n]]))
+        return self._output(states)

@@ -1,0 +1,29 @@
+"""A supernet edge: every candidate op, mixed by weights supplied from outside."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..ops import create_op, op_kind
+
+
+class MixedEdge(nn.Module):
+    def __init__(self, candidates: tuple[str, ...], C: int, stride: int, affine: bool,
+                 track: bool, pool_bn: bool):
+        super().__init__()
+        self.candidates = candidates
+        ops = []
+        for name in candidates:
+            op = create_op(name, C, C, stride, affine=affine, track=track)
+            if pool_bn and op_kind(name) == "pool":
+                # The DARTS search supernet normalises pooling outputs (never the child network).
+                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False, track_running_stats=track))
+            ops.append(op)
+        self.ops = nn.ModuleList(ops)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``w``: this edge's weights, one per candidate (padding columns beyond are ignored)."""
+        out = w[0] * self.ops[0](x)
+        for k in range(1, len(self.ops)):
+            out = out + w[k] * self.ops[k](x)
+        return out

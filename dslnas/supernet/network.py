@@ -1,0 +1,128 @@
+"""``build(ir)``: the search supernet, and ``build_child(ir, genotype)``: a discrete network."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..ir.model import CellBlock, SpaceIR
+from .cells import DiscreteCell, DropPath, SearchCell
+from .macro import MacroNetwork
+
+
+class Supernet(nn.Module):
+    """All candidates on every edge. Architecture parameters live apart from the weights:
+    ``weight_parameters()`` and ``arch_parameters()`` never overlap, and ``forward`` takes
+    the edge weights from outside (softmax, Dirichlet samples, ... are the method's business)."""
+
+    def __init__(self, ir: SpaceIR):
+        super().__init__()
+        self.ir = ir
+        bn = ir.bn_policy
+        affine, track, pool_bn = bn["affine"], bn["track_stats"], bn["pool_bn"]
+        self.net = MacroNetwork(
+            ir, lambda b: SearchCell(ir.cell(b.cell), b, affine, track, pool_bn))
+        self.cell_groups = [ir.cell(name).group if kind == "cell" else None
+                            for kind, name in zip(self.net.kinds, self.net.cell_names)]
+        # One tensor per sharing group, 1e-3 * N(0, 1) as in DARTS and NB201.
+        self.alphas = nn.ParameterDict(
+            {g.name: nn.Parameter(1e-3 * torch.randn(*g.shape)) for g in ir.groups})
+        for g in ir.groups:
+            cell = ir.cell(g.cell)
+            mask = torch.zeros(g.shape, dtype=torch.bool)
+            for e in cell.edges:
+                mask[e.row, :len(e.candidates)] = True
+            self.register_buffer(f"mask_{g.name}", mask, persistent=False)
+
+    def mask(self, group: str) -> torch.Tensor:
+        """True where a column is a real candidate (rows shorter than the widest are padded)."""
+        return getattr(self, f"mask_{group}")
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.values())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("alphas.")]
+
+    def softmax_weights(self) -> dict[str, torch.Tensor]:
+        """The DARTS relaxation: softmax over each edge's real candidates."""
+        return {g: masked_softmax(a, self.mask(g)) for g, a in self.alphas.items()}
+
+    def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor] | None = None):
+        if weights is None:
+            weights = self.softmax_weights()
+        groups = self.cell_groups
+        return self.net.run(x, lambda i, cell, ins: cell(ins, weights[groups[i]]))
+
+
+def masked_softmax(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(alpha.masked_fill(~mask, float("-inf")), dim=-1)
+
+
+def build(ir: SpaceIR) -> Supernet:
+    return Supernet(ir)
+
+
+class ChildNetwork(nn.Module):
+    """The discrete network of a genotype, with affine BN, drop-path and an optional auxiliary
+    head on the output of the last reduction cell (where DARTS puts it)."""
+
+    def __init__(self, ir: SpaceIR, genotype, auxiliary: bool = False):
+        super().__init__()
+        chosen = {c.cell: c.edges for c in genotype.cells}
+        group_cell = {g.name: g.cell for g in ir.groups}
+
+        def cell_edges(b: CellBlock):
+            group = ir.cell(b.cell).group
+            return chosen[group_cell[group]]
+
+        self.net = MacroNetwork(ir, lambda b: DiscreteCell(ir.cell(b.cell), b, cell_edges(b)))
+        self.aux_index = None
+        self.aux_head = None
+        if auxiliary:
+            reductions = [i for i, b in enumerate(ir.blocks)
+                          if isinstance(b, CellBlock) and b.stride == 2]
+            if not reductions:
+                raise ValueError("an auxiliary head needs a reduction cell to attach to")
+            self.aux_index = reductions[-1]
+            b = ir.blocks[self.aux_index]
+            self.aux_head = AuxiliaryHead(b.C_out, ir.params and dict(ir.params)["classes"])
+        self._aux_out = None
+
+    def set_drop_path(self, p: float) -> None:
+        for m in self.modules():
+            if isinstance(m, DropPath):
+                m.p = p
+
+    def forward(self, x: torch.Tensor):
+        aux = []
+
+        def tap(i, out):
+            if i == self.aux_index and self.training:
+                aux.append(self.aux_head(out))
+
+        logits = self.net.run(x, lambda i, cell, ins: cell(ins), tap if self.aux_head else None)
+        return (logits, aux[0]) if aux else logits
+
+
+class AuxiliaryHead(nn.Module):
+    """DARTS' auxiliary classifier for 8x8 feature maps (loss weight 0.4 in training)."""
+
+    def __init__(self, C: int, classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(768, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+def build_child(ir: SpaceIR, genotype, auxiliary: bool = False) -> ChildNetwork:
+    return ChildNetwork(ir, genotype, auxiliary)
+
+
+def count_parameters(params) -> int:
+    return sum(p.numel() for p in params)
