@@ -36,11 +36,17 @@ class _CellBase(nn.Module):
 class SearchCell(_CellBase):
     """Every edge of the cell type, in canonical (alpha row) order."""
 
-    def __init__(self, cell: CellIR, block: CellBlock, affine: bool, track: bool, pool_bn: bool):
+    def __init__(self, cell: CellIR, block: CellBlock, affine: bool, track: bool, pool_bn: bool,
+                 edge_cls=MixedEdge, node_norm: bool = False):
         super().__init__(cell, block, affine, track)
         self.group = cell.group
         self.edges = nn.ModuleList(
-            MixedEdge(e.candidates, block.C, e.stride, affine, track, pool_bn) for e in cell.edges)
+            edge_cls(e.candidates, block.C, e.stride, affine, track, pool_bn) for e in cell.edges)
+        # iDARTS (Wang et al.): a parameter-free BN on every intermediate node keeps node norms
+        # balanced; identity otherwise.
+        self.node_norm = nn.ModuleList(
+            nn.BatchNorm2d(block.C, affine=False, track_running_stats=track) if node_norm
+            else nn.Identity() for _ in cell.intermediate)
         # For each node, the (row, source) pairs of its incoming edges.
         self.incoming = [[(e.row, e.src) for e in cell.edges if e.dst == n]
                          for n in range(self.n_total)]
@@ -48,8 +54,9 @@ class SearchCell(_CellBase):
     def forward(self, inputs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
         states = [p(x) for p, x in zip(self.preprocess, inputs)]
         for n in range(self.n_inputs, self.n_total):
-            states.append(self._combine(
-                [self.edges[row](states[src], weights[row]) for row, src in self.incoming[n]]))
+            node = self._combine(
+                [self.edges[row](states[src], weights[row]) for row, src in self.incoming[n]])
+            states.append(self.node_norm[n - self.n_inputs](node))
         return self._output(states)
 
 

@@ -6,6 +6,7 @@ from torch import nn
 
 from ..ir.model import CellBlock, SpaceIR
 from .cells import DiscreteCell, DropPath, SearchCell
+from .mixed import MixedEdge
 from .macro import MacroNetwork
 
 
@@ -14,13 +15,15 @@ class Supernet(nn.Module):
     ``weight_parameters()`` and ``arch_parameters()`` never overlap, and ``forward`` takes
     the edge weights from outside (softmax, Dirichlet samples, ... are the method's business)."""
 
-    def __init__(self, ir: SpaceIR):
+    def __init__(self, ir: SpaceIR, edge_cls=MixedEdge, node_norm: bool = False,
+                 affine: bool | None = None):
         super().__init__()
         self.ir = ir
         bn = ir.bn_policy
-        affine, track, pool_bn = bn["affine"], bn["track_stats"], bn["pool_bn"]
-        self.net = MacroNetwork(
-            ir, lambda b: SearchCell(ir.cell(b.cell), b, affine, track, pool_bn))
+        affine = bn["affine"] if affine is None else affine   # random features need affine BN
+        track, pool_bn = bn["track_stats"], bn["pool_bn"]
+        self.net = MacroNetwork(ir, lambda b: SearchCell(
+            ir.cell(b.cell), b, affine, track, pool_bn, edge_cls=edge_cls, node_norm=node_norm))
         self.cell_groups = [ir.cell(name).group if kind == "cell" else None
                             for kind, name in zip(self.net.kinds, self.net.cell_names)]
         # One tensor per sharing group, 1e-3 * N(0, 1) as in DARTS and NB201.
@@ -58,8 +61,11 @@ def masked_softmax(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.softmax(alpha.masked_fill(~mask, float("-inf")), dim=-1)
 
 
-def build(ir: SpaceIR) -> Supernet:
-    return Supernet(ir)
+def build(ir: SpaceIR, edge_cls=MixedEdge, node_norm: bool = False,
+          affine: bool | None = None) -> Supernet:
+    """The search supernet of ``ir``. ``edge_cls`` swaps the mixed edge (e.g. partial channels),
+    ``node_norm`` normalises every intermediate node, ``affine`` overrides the space's BN policy."""
+    return Supernet(ir, edge_cls, node_norm, affine)
 
 
 class ChildNetwork(nn.Module):
@@ -85,7 +91,7 @@ class ChildNetwork(nn.Module):
                 raise ValueError("an auxiliary head needs a reduction cell to attach to")
             self.aux_index = reductions[-1]
             b = ir.blocks[self.aux_index]
-            self.aux_head = AuxiliaryHead(b.C_out, ir.params and dict(ir.params)["classes"])
+            self.aux_head = AuxiliaryHead(b.C_out, dict(ir.params)["classes"])
         self._aux_out = None
 
     def set_drop_path(self, p: float) -> None:

@@ -1,0 +1,137 @@
+"""``dslnas``: the command line. Every user mistake exits 2 with a message, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .dsl.errors import DSLError
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: print the message and exit 2."""
+
+
+def _overrides(pairs: list[str]) -> dict[str, int]:
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects NAME=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = int(value)
+        except ValueError:
+            raise UserError(f"--set {key}: expected an integer, got {value!r}") from None
+    return out
+
+
+def _compile(args):
+    from .ir.lower import compile_file
+    return compile_file(args.space, _overrides(args.set))
+
+
+def cmd_compile(args) -> int:
+    from .ir.export import space_dot, space_json
+    from .report import compile_report
+    from .supernet.network import build, count_parameters
+
+    ir = _compile(args)
+    net = build(ir)
+    params = count_parameters(net.weight_parameters())
+    data = space_json(ir)
+    data["supernet_params"] = params
+    if args.emit:
+        target = Path(args.emit)
+        if target.suffix == ".json":
+            _write(target, json.dumps(data, indent=2) + "\n")
+        elif target.suffix == ".dot":
+            _write(target, space_dot(ir))
+        else:
+            raise UserError(f"--emit: unknown format {target.suffix!r} (use .json or .dot)")
+    if args.render:
+        _render_cells(ir, Path(args.render))
+    if args.json:
+        print(json.dumps(data))
+    else:
+        print(compile_report(ir, params))
+    return 0
+
+
+def _render_cells(ir, folder: Path) -> None:
+    from .ir.export import cell_dot
+    from .render import RenderError, render_dot
+    folder.mkdir(parents=True, exist_ok=True)
+    for cell in ir.used_cells:
+        target = folder / f"{cell.name}.svg"
+        try:
+            render_dot(cell_dot(cell), target)
+            print(f"rendered {target}", file=sys.stderr)
+        except RenderError as e:
+            raise UserError(str(e)) from None
+
+
+def cmd_render(args) -> int:
+    from .genotype import GenotypeError, parse_genotype
+    from .render import RenderError, render_genotype
+    try:
+        genotype = parse_genotype(args.genotype)
+    except GenotypeError as e:
+        raise UserError(str(e)) from None
+    target = Path(args.output)
+    try:
+        render_genotype(genotype, target)
+    except RenderError as e:
+        if target.suffix == ".dot":
+            print(str(e), file=sys.stderr)
+            return 0
+        raise UserError(str(e)) from None
+    print(f"wrote {target}")
+    return 0
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dslnas", description="Differentiable NAS from a search-space language.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("compile", help="check a .nas space and show what it means")
+    c.add_argument("space", help="a .nas file")
+    c.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="override a network parameter, e.g. --set C=36 (repeatable)")
+    c.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    c.add_argument("--emit", metavar="FILE", help="also write the IR as FILE.json or FILE.dot")
+    c.add_argument("--render", metavar="DIR", help="render each supernet cell to DIR/CELL.svg")
+    c.set_defaults(func=cmd_compile)
+
+    r = sub.add_parser("render", help="draw a genotype with graphviz")
+    r.add_argument("genotype", help="a JSON file, an NB201 string or DARTS Genotype(...) text")
+    r.add_argument("-o", "--output", required=True, help="FILE.svg | .png | .pdf | .dot")
+    r.set_defaults(func=cmd_render)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DSLError as e:
+        print(e.render(), file=sys.stderr)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

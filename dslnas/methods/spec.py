@@ -1,0 +1,142 @@
+"""Method specs: a method is a frozen record of parts, so new methods are new combinations.
+
+Parts (each resolved by name in its own module):
+  relaxation     softmax | dirichlet | softmax_beta              (dslnas.methods.relaxations)
+  hypergradient  first_order | unrolled | neumann | amended      (dslnas.methods.hypergrad)
+  transforms     partial_channels | node_norm | random_features | progressive
+                                                                 (dslnas.methods.transforms)
+  discretizer    rule | decorrelation                            (dslnas.methods.discretizers)
+  schedule       epochs, batch size, optimisers, warm-up, split  (below)
+
+Defaults come from ../shared/reference/methods.md; ``space_defaults`` holds the per-space values
+(keyed by the space family: "nb201" for 1-input argmax spaces, "darts" for the DARTS-like ones).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class Schedule:
+    epochs: int = 50
+    batch_size: int = 64
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_nesterov: bool = False
+    w_weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    a_lr: float = 3e-4
+    a_betas: tuple[float, float] = (0.5, 0.999)
+    a_weight_decay: float = 1e-3
+    warmup_epochs: int = 0          # epochs with the architecture frozen
+    inner_steps: int = 1            # weight steps per architecture step (iDARTS-Zhang's T)
+    split: str = "half"             # "half" (DARTS) | "random" (NB201-style fixed 25k/25k)
+    order: str = "arch_first"       # "arch_first" (DARTS code) | "weights_first" (AutoDL NB201)
+
+
+@attrs.frozen
+class Part:
+    """A named part with its options, e.g. Part("partial_channels", {"K": 4})."""
+
+    name: str
+    options: dict[str, Any] = attrs.field(factory=dict, converter=dict)
+
+    def __str__(self) -> str:
+        if not self.options:
+            return self.name
+        return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.options.items()) + ")"
+
+
+@attrs.frozen
+class MethodSpec:
+    name: str
+    summary: str
+    relaxation: Part
+    hypergradient: Part
+    transforms: tuple[Part, ...]
+    discretizer: Part
+    schedule: Schedule
+    # Per space family: schedule fields and part options that differ from the generic defaults.
+    space_defaults: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+
+    def for_family(self, family: str) -> "MethodSpec":
+        """This method with the defaults of a space family folded into its schedule/parts."""
+        over = dict(self.space_defaults.get(family, {}))
+        transforms = over.pop("transforms", None)
+        schedule = attrs.evolve(self.schedule, **over)
+        spec = attrs.evolve(self, schedule=schedule)
+        if transforms is not None:
+            spec = attrs.evolve(spec, transforms=tuple(transforms))
+        return spec
+
+
+# ---- the shipped methods -------------------------------------------------------
+
+# NB201 DARTS-V1 (AutoDL): Nesterov, wd 5e-4, the fixed random 25k/25k split, weights step first.
+_NB201_DARTS = dict(w_nesterov=True, w_weight_decay=5e-4, split="random", order="weights_first")
+_PC = dict(epochs=50, batch_size=256, w_lr=0.1, w_lr_min=0.0, a_lr=6e-4, warmup_epochs=15)
+
+
+def _m(name, summary, relaxation="softmax", hypergradient="first_order", transforms=(),
+       discretizer="rule", schedule=None, **families) -> MethodSpec:
+    def part(p):
+        return p if isinstance(p, Part) else Part(p)
+    return MethodSpec(name, summary, part(relaxation), part(hypergradient),
+                      tuple(part(t) for t in transforms), part(discretizer),
+                      schedule or Schedule(), families)
+
+
+METHODS: dict[str, MethodSpec] = {m.name: m for m in [
+    _m("darts", "DARTS, first order (Liu et al. 2019)", nb201=_NB201_DARTS),
+    _m("darts-2nd", "DARTS, second order: one unrolled virtual step",
+       hypergradient=Part("unrolled", {"eps": 0.01}), nb201=_NB201_DARTS),
+    _m("pc-darts", "PC-DARTS: partial channels K=4 and edge normalisation (Xu et al. 2020)",
+       relaxation="softmax_beta", transforms=[Part("partial_channels", {"K": 4})],
+       schedule=Schedule(**_PC),
+       # NB201 settings of DrNAS' PC-DARTS run are unverified: DrNAS' NB201 base schedule.
+       nb201=dict(batch_size=64, w_lr=0.025, w_lr_min=0.001)),
+    _m("drnas", "DrNAS: Dirichlet relaxation with pathwise gradients (Chen et al. 2021)",
+       relaxation="dirichlet",
+       schedule=Schedule(epochs=50, w_lr=0.1, w_lr_min=0.0, a_lr=6e-4),
+       nb201=dict(epochs=100, w_lr=0.025, w_lr_min=0.001, a_lr=3e-4)),
+    _m("drnas-progressive", "DrNAS with progressive partial channels and op pruning",
+       relaxation="dirichlet",
+       transforms=[Part("progressive", {"K": [6, 4], "keep": [7, 4], "epochs": [25, 25],
+                                        "warmup": 10})],
+       schedule=Schedule(epochs=50, w_lr=0.1, w_lr_min=0.0, a_lr=6e-4),
+       nb201=dict(epochs=100, w_lr=0.025, w_lr_min=0.001, a_lr=3e-4,
+                  transforms=[Part("progressive", {"K": [4, 2], "keep": [5, 3],
+                                                   "epochs": [50, 50], "warmup": 10})])),
+    _m("rf-darts", "RF-DARTS: frozen random convolutions, only BN affine trained (Zhang et al. 2023)",
+       transforms=[Part("random_features", {"trainable": ["bn_affine"]})], nb201=_NB201_DARTS),
+    _m("rf-pcdarts", "RF-PCDARTS: PC-DARTS with random features",
+       relaxation="softmax_beta",
+       transforms=[Part("partial_channels", {"K": 4}),
+                   Part("random_features", {"trainable": ["bn_affine"]})],
+       schedule=Schedule(**_PC), nb201=dict(batch_size=64, w_lr=0.025, w_lr_min=0.001)),
+    _m("idarts-nn", "iDARTS (Wang et al.): node normalisation + decorrelation discretisation",
+       transforms=[Part("node_norm")], discretizer=Part("decorrelation", {"batches": 4}),
+       nb201=_NB201_DARTS),
+    _m("idarts-ift", "iDARTS (Zhang et al. 2021): stochastic implicit gradient, Neumann series",
+       hypergradient=Part("neumann", {"K": 2}),
+       schedule=Schedule(inner_steps=4),
+       nb201=dict(epochs=30, w_lr=0.01, **_NB201_DARTS)),
+    _m("amended-darts", "Amended-DARTS: the IFT term with H in place of H^-1 (Bi et al. 2019)",
+       hypergradient=Part("amended", {"damping": 0.0}), nb201=_NB201_DARTS),
+]}
+
+
+def get_method(name: str) -> MethodSpec:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown method '{name}' (known: {', '.join(METHODS)})") from None
+
+
+def space_family(ir) -> str:
+    """'nb201' for spaces derived per edge by argmax, 'darts' for top-k spaces."""
+    rules = {ir.cell(g.cell).derive.kind for g in ir.groups}
+    return "nb201" if rules == {"argmax"} else "darts"
