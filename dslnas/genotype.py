@@ -22,6 +22,7 @@ Formats, each with a parser that returns an equal genotype: JSON (``to_json``/``
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import re
@@ -35,7 +36,7 @@ from .ir.model import CellIR, SpaceIR
 __all__ = [
     "CellGenotype", "Genotype", "GenotypeError", "derive", "derive_cell", "validate",
     "to_dict", "from_dict", "to_json", "from_json",
-    "to_nb201_string", "from_nb201_string", "canonical_nb201",
+    "to_nb201_string", "from_nb201_string", "canonical_nb201", "is_canonical_nb201",
     "to_darts_text", "from_darts_text", "parse_genotype",
     "DARTS_V1", "DARTS_V2", "KNOWN_GENOTYPES", "known_genotype",
 ]
@@ -367,8 +368,23 @@ def from_nb201_string(text: str, space: str = "nb201", cell: str = "cell") -> Ge
     return Genotype(space, [CellGenotype(cell, edges, (len(groups),))])
 
 
+@functools.lru_cache(maxsize=32)
+def _nb201_pattern(n: int) -> re.Pattern:
+    op = r"[^|~+\s]+"
+    groups = ["\\|" + "\\|".join(f"{op}~{j}" for j in range(i)) + "\\|" for i in range(1, n + 1)]
+    return re.compile("\\+".join(groups))
+
+
+def is_canonical_nb201(text: str) -> bool:
+    """Whether ``text`` is already a canonical NB201 string (one regex match, no objects)."""
+    n = text.count("+") + 1
+    return bool(text) and n <= 32 and _nb201_pattern(n).fullmatch(text) is not None
+
+
 def canonical_nb201(text: str) -> str:
     """The canonical form of an NB201 string (whitespace removed, sources ascending)."""
+    if is_canonical_nb201(text):
+        return text
     return to_nb201_string(from_nb201_string(text))
 
 

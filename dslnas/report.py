@@ -15,9 +15,13 @@ def compile_report(ir: SpaceIR, supernet_params: int | None = None) -> str:
                    f"{len(cell.edges)} edges, output {cell.output} "
                    f"{list(cell.output_nodes)}, combine {cell.combine}, derive {cell.derive}, "
                    f"alpha group '{cell.group}'")
+        shared = len({e.candidates for e in cell.edges}) == 1
+        if shared:
+            out.append(f"  candidates on every edge: {', '.join(cell.edges[0].candidates)}")
         for e in cell.edges:
             stride = "  stride 2" if e.stride == 2 else ""
-            out.append(f"  [{e.row:2d}] {e.src} -> {e.dst}{stride}:  {', '.join(e.candidates)}")
+            ops = "" if shared else f":  {', '.join(e.candidates)}"
+            out.append(f"  [{e.row:2d}] {e.src} -> {e.dst}{stride}{ops}")
         out.append(f"  architectures: {cell_architectures(cell):,}")
         out.append("")
     out.append("network (channels x resolution, relative to the input):")

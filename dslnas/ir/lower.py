@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..dsl import ast
-from ..dsl.checks import check_bn, check_cell, did_you_mean
+from ..dsl.checks import check_bn, check_cell, check_ops, did_you_mean
 from ..dsl.errors import DSLError
 from ..dsl.resolve import ResolvedSpace, load_space
 from .model import AlphaGroup, CellBlock, CellIR, HeadBlock, ResBlock, SpaceIR, StemBlock
@@ -30,6 +30,8 @@ def compile_file(path: str | Path, overrides: dict[str, int] | None = None) -> S
 
 def lower(space: ResolvedSpace, overrides: dict[str, int]) -> SpaceIR:
     bn = check_bn(space)
+    if space.ops is not None:
+        check_ops(space.ops.ops, f"space '{space.name}'", space.ops.span)
     cells = {}
     for name, cdef in space.cells.items():
         if name in RESERVED:
