@@ -558,8 +558,12 @@ def _read_if_file(text_or_path: str | Path) -> str:
     if "\n" not in s and len(s) < 4096 and not s.lstrip().startswith(("{", "|")):
         p = Path(s)
         try:
-            if p.is_file():
+            is_file = p.is_file()
+        except (OSError, ValueError):           # e.g. a name too long to be a path
+            is_file = False
+        if is_file:
+            try:
                 return p.read_text()
-        except OSError as e:
-            raise GenotypeError(f"cannot read genotype file {s}: {e.strerror}") from None
+            except OSError as e:
+                raise GenotypeError(f"cannot read genotype file {s}: {e.strerror}") from None
     return s

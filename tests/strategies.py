@@ -217,7 +217,7 @@ def spaces(draw, *, max_cells: int = 3, max_nodes: int = 4, max_ops: int = 4,
 
     # Network parameters: C (even, so factorized reduces always fit), N (a count), maybe more.
     C = draw(st.integers(1, 8)) * 2
-    N = draw(st.integers(0, 3))
+    N = draw(st.integers(1, 3))
     params = [ast.Param(I("C"), ast.Int(C)), ast.Param(I("N"), ast.Int(N))]
     env = {"classes": 10, "in_channels": 3, "C": C, "N": N}
     if draw(st.booleans()):

@@ -26,7 +26,8 @@ class BenchmarkError(ValueError):
 
 
 def _dataset_key(name: str) -> str:
-    return name.strip().lower().replace("-", "_")
+    """Dataset names match ignoring case and separators: CIFAR-10 = cifar10."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
 @attrs.frozen
@@ -133,7 +134,7 @@ class BenchmarkTable:
         return self.lookup(arch)[self.dataset(dataset)]
 
     def dataset(self, name: str) -> str:
-        """The table's spelling of ``name`` (case-insensitive; '-' and '_' are the same)."""
+        """The table's spelling of ``name`` (ignoring case, '-', '_' and spaces)."""
         wanted = _dataset_key(name)
         for d in self.datasets:
             if _dataset_key(d) == wanted:

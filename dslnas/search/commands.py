@@ -1,0 +1,682 @@
+"""``dslnas search``, ``dslnas methods`` and ``dslnas evaluate``.
+
+``add_commands(subparsers)`` registers the three subcommands on the CLI's subparsers. Every user
+mistake (unknown method or dataset, bad numbers, a method that does not fit the space, missing
+data, a corrupt checkpoint) becomes ``dslnas.cli.UserError``: exit 2 with a message.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = ["add_commands", "resolve_method", "method_from_dict", "method_to_dict",
+           "split_sets", "SET_HELP"]
+
+DEFAULT_DATA = "~/.cache/dslnas/data"
+
+SET_HELP = """\
+--set KEY=VALUE (repeatable) is read by this rule, first match wins:
+  1. PART.OPTION      a part option; PART is relaxation, hypergradient, discretizer or a
+                      transform's name, e.g. hypergradient.K=3, partial_channels.K=2
+  2. a schedule field epochs, batch_size, w_lr, w_lr_min, w_momentum, w_nesterov,
+                      w_weight_decay, grad_clip, a_lr, a_betas, a_weight_decay,
+                      warmup_epochs, inner_steps, split, order   (e.g. w_lr=0.01)
+  3. a network parameter of the space (e.g. C=8, N=1; also classes, in_channels)
+  4. OPTION           an option that exactly one part of the method has (e.g. K=2 for
+                      pc-darts' partial_channels or idarts-ift's Neumann series)
+Values: integers for network parameters; schedule fields by their type (true/false for
+booleans, a_betas=0.5,0.999); part options as Python/TOML literals (2, 0.01, [4, 2], true).
+--epochs, --batch-size and --split win over --set, which wins over --method-file, which wins
+over the method's per-space defaults (dslnas methods).
+
+--method-file FILE.toml describes a custom combination of parts, on top of --method (or of
+`base = "NAME"` in the file, or of plain DARTS parts):
+  name = "my-method"
+  relaxation = "softmax"                                 # or {name = "...", option = ...}
+  hypergradient = {name = "neumann", K = 3}
+  transforms = [{name = "partial_channels", K = 2}]      # or ["node_norm"]
+  discretizer = "rule"
+  [schedule]
+  epochs = 20
+  w_lr = 0.05
+"""
+
+PART_KINDS = ("relaxation", "hypergradient", "discretizer")
+FILE_KEYS = ("name", "summary", "base", "relaxation", "hypergradient", "transforms",
+             "discretizer", "schedule", "space_defaults")
+
+
+def _user_error(msg: str):
+    from ..cli import UserError
+    return UserError(msg)
+
+
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ============================================================================================
+# parser
+# ============================================================================================
+
+def _nonneg_int(name):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        return v
+    return parse
+
+
+def add_commands(subparsers) -> None:
+    s = subparsers.add_parser(
+        "search", help="run a differentiable architecture search on a .nas space",
+        description="Search SPACE.nas with a method; writes a run directory (config.json, "
+                    "metrics.jsonl, tb/, checkpoint.pt, genotype.{json,txt,svg}).",
+        epilog=SET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("space", nargs="?", help="a .nas file (not needed with --resume)")
+    s.add_argument("--method", "-m", help="a method name (see `dslnas methods`)")
+    s.add_argument("--method-file", metavar="SPEC.toml", help="a custom combination of parts")
+    s.add_argument("--dataset", help="cifar10 (default) | cifar100 | digits (offline, tiny)")
+    s.add_argument("--data", metavar="DIR", help=f"dataset folder (default {DEFAULT_DATA})")
+    s.add_argument("--no-download", action="store_true",
+                   help="never download CIFAR; fail if it is not in --data")
+    s.add_argument("--epochs", type=_nonneg_int("--epochs"), help="override the schedule")
+    s.add_argument("--batch-size", type=_nonneg_int("--batch-size"),
+                   help="override the schedule")
+    s.add_argument("--seed", type=_nonneg_int("--seed"), help="random seed (default 0)")
+    s.add_argument("--subset", type=_nonneg_int("--subset"), metavar="N",
+                   help="use only the first N training images (quick runs)")
+    s.add_argument("--split", help="half (DARTS) | random (NB201): how the training images are "
+                                   "split into weight and architecture halves")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a part option, schedule field or network parameter (see below)")
+    s.add_argument("--benchmark", metavar="TABLE.csv",
+                   help="an NB201 accuracy table: look the genotype up every epoch")
+    s.add_argument("--out", metavar="DIR",
+                   help="run directory (default runs/<space>-<method>-s<seed>-<time>/)")
+    s.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last checkpoint (its config.json "
+                        "gives everything else; only --data, --device, --stop-after may be given)")
+    s.add_argument("--stop-after", type=_nonneg_int("--stop-after"), metavar="EPOCHS",
+                   help="stop once this many epochs are done, as if interrupted (--resume later)")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
+    s.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels: a resumed run ends bit-identical to an "
+                        "uninterrupted one")
+    s.add_argument("--no-progress", action="store_true", help="plain epoch lines, no bar")
+    s.set_defaults(func=cmd_search)
+
+    m = subparsers.add_parser("methods", help="list the search methods, their parts and defaults")
+    m.add_argument("--json", action="store_true", help="one JSON object")
+    m.set_defaults(func=cmd_methods)
+
+    e = subparsers.add_parser("evaluate", help="look a genotype up in a benchmark table")
+    e.add_argument("genotype", help="an NB201 string, a genotype JSON file, or a run directory")
+    e.add_argument("--benchmark", required=True, metavar="TABLE.csv", help="NB201 accuracy table")
+    e.add_argument("--space", metavar="SPACE.nas", help="validate the genotype against a space")
+    e.add_argument("--json", action="store_true", help="one JSON object")
+    e.set_defaults(func=cmd_evaluate)
+
+
+# ============================================================================================
+# method resolution
+# ============================================================================================
+
+def _schedule_fields() -> dict[str, attrs.Attribute]:
+    from ..methods.spec import Schedule
+    return {a.name: a for a in attrs.fields(Schedule)}
+
+
+def _parse_bool(text: str) -> bool:
+    t = str(text).strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _schedule_value(key: str, text: Any):
+    """Convert ``text`` to the type of Schedule field ``key``."""
+    from ..methods.spec import Schedule
+    default = getattr(Schedule(), key)
+    try:
+        if isinstance(default, bool):
+            return text if isinstance(text, bool) else _parse_bool(text)
+        if isinstance(default, int):
+            if isinstance(text, bool) or (isinstance(text, float) and not text.is_integer()):
+                raise ValueError
+            return int(text)
+        if isinstance(default, float):
+            if isinstance(text, bool):
+                raise ValueError
+            return float(text)
+        if isinstance(default, tuple):
+            items = text if isinstance(text, (list, tuple)) else \
+                str(text).strip().strip("()[]").split(",")
+            out = tuple(float(x) for x in items)
+            if len(out) != len(default):
+                raise ValueError
+            return out
+        return str(text)
+    except (TypeError, ValueError):
+        kind = type(default).__name__
+        raise _user_error(f"schedule field {key}: expected {kind}"
+                          f"{' pair' if kind == 'tuple' else ''}, got {text!r}") from None
+
+
+def _literal(text: str):
+    t = text.strip()
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    try:
+        return ast.literal_eval(t)
+    except (ValueError, SyntaxError):
+        return t
+
+
+def _part(value, where: str):
+    from ..methods.spec import Part
+    if isinstance(value, str):
+        return Part(value)
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        opts = {k: v for k, v in value.items() if k != "name"}
+        return Part(value["name"], opts)
+    raise _user_error(f"{where}: expected a part name or a table with a `name` key, got {value!r}")
+
+
+def method_to_dict(method) -> dict:
+    """A resolved method spec as plain JSON (config.json)."""
+    def part(p):
+        return {"name": p.name, "options": dict(p.options)}
+    return {"name": method.name, "summary": method.summary,
+            "relaxation": part(method.relaxation), "hypergradient": part(method.hypergradient),
+            "transforms": [part(t) for t in method.transforms],
+            "discretizer": part(method.discretizer),
+            "schedule": attrs.asdict(method.schedule)}
+
+
+def method_from_dict(d: dict):
+    """The inverse of :func:`method_to_dict` (used by --resume)."""
+    from ..methods.spec import MethodSpec, Part, Schedule
+    def part(p):
+        return Part(p["name"], p.get("options") or {})
+    sched = dict(d["schedule"])
+    if "a_betas" in sched:
+        sched["a_betas"] = tuple(sched["a_betas"])
+    return MethodSpec(d["name"], d.get("summary", ""), part(d["relaxation"]),
+                      part(d["hypergradient"]), tuple(part(t) for t in d["transforms"]),
+                      part(d["discretizer"]), Schedule(**sched))
+
+
+def _load_method_file(path: str) -> dict:
+    import tomllib
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise _user_error(f"--method-file {p}: no such file") from None
+    except OSError as e:
+        raise _user_error(f"--method-file {p}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise _user_error(f"--method-file {p}: not valid TOML ({e})") from None
+    unknown = [k for k in data if k not in FILE_KEYS]
+    if unknown:
+        raise _user_error(f"--method-file {p}: unknown key(s) {', '.join(unknown)} "
+                          f"(allowed: {', '.join(FILE_KEYS)})")
+    data.setdefault("name", p.stem)
+    return data
+
+
+def _base_method(name: str | None):
+    from ..methods.spec import METHODS, MethodSpec, Part, Schedule
+    if name is None:
+        return MethodSpec("custom", "custom combination of parts", Part("softmax"),
+                          Part("first_order"), (), Part("rule"), Schedule())
+    if name not in METHODS:
+        raise _user_error(f"unknown method {name!r}{_did_you_mean(name, METHODS)}; "
+                          f"known: {', '.join(METHODS)} (see `dslnas methods`)")
+    return METHODS[name]
+
+
+def _part_slots(method) -> dict[str, tuple[str, int | None]]:
+    """Qualifier -> (kind, transform index): relaxation, hypergradient, discretizer and each
+    part's own name."""
+    slots: dict[str, tuple[str, int | None]] = {k: (k, None) for k in PART_KINDS}
+    for kind in PART_KINDS:
+        slots.setdefault(getattr(method, kind).name, (kind, None))
+    for i, t in enumerate(method.transforms):
+        slots.setdefault(t.name, ("transforms", i))
+    return slots
+
+
+def _set_part_option(method, slot: tuple[str, int | None], key: str, value):
+    from ..methods.spec import Part
+    kind, index = slot
+    if kind == "transforms":
+        ts = list(method.transforms)
+        ts[index] = Part(ts[index].name, {**ts[index].options, key: value})
+        return attrs.evolve(method, transforms=tuple(ts))
+    p = getattr(method, kind)
+    return attrs.evolve(method, **{kind: Part(p.name, {**p.options, key: value})})
+
+
+def split_sets(pairs: list[str] | None, method, network_params) -> tuple[dict, dict, list]:
+    """Sort ``--set`` pairs by the documented rule (see SET_HELP) into schedule fields, network
+    parameters and part options ``(slot, key, value)``."""
+    sched_fields = _schedule_fields()
+    slots = _part_slots(method)
+    schedule, network, part_opts = {}, {}, []
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise _user_error(f"--set expects KEY=VALUE, got {pair!r}")
+        value = value.strip()
+        if "." in key:
+            q, _, opt = key.partition(".")
+            if q not in slots or not opt:
+                raise _user_error(f"--set {key}: {q!r} is not a part of method {method.name!r} "
+                                  f"(parts: {', '.join(slots)})")
+            part_opts.append((slots[q], opt, _literal(value)))
+        elif key in sched_fields:
+            schedule[key] = _schedule_value(key, value)
+        elif key in network_params:
+            try:
+                network[key] = int(value)
+            except ValueError:
+                raise _user_error(f"--set {key}: network parameters are integers, "
+                                  f"got {value!r}") from None
+        else:
+            owners = [(kind, i, p) for kind, i, p in _all_parts(method) if key in p.options]
+            if len(owners) == 1:
+                kind, i, p = owners[0]
+                part_opts.append(((kind, i), key, _literal(value)))
+            elif len(owners) > 1:
+                names = ", ".join(f"{p.name}.{key}" for _, _, p in owners)
+                raise _user_error(f"--set {key}: several parts have option {key!r}; "
+                                  f"say which: {names}")
+            else:
+                options = sorted({k for _, _, p in _all_parts(method) for k in p.options})
+                known = list(sched_fields) + list(network_params) + options
+                raise _user_error(
+                    f"--set {key}: not a schedule field, a network parameter of the space "
+                    f"({', '.join(network_params)}) or an option of the method's parts"
+                    f"{' (' + ', '.join(options) + ')' if options else ''}"
+                    f"{_did_you_mean(key, known)}; see `dslnas search --help`")
+    return schedule, network, part_opts
+
+
+def _all_parts(method):
+    for kind in PART_KINDS:
+        yield kind, None, getattr(method, kind)
+    for i, t in enumerate(method.transforms):
+        yield "transforms", i, t
+
+
+def _validate_schedule(s) -> None:
+    from .loader import SPLITS
+    problems = []
+    if s.epochs < 1:
+        problems.append(f"epochs must be >= 1, got {s.epochs}")
+    if s.batch_size < 1:
+        problems.append(f"batch_size must be >= 1, got {s.batch_size}")
+    for k in ("w_lr", "w_lr_min", "a_lr", "w_weight_decay", "a_weight_decay", "grad_clip"):
+        v = getattr(s, k)
+        if not v >= 0:
+            problems.append(f"{k} must be >= 0, got {v}")
+    if not 0 <= s.w_momentum < 1:
+        problems.append(f"w_momentum must be in [0, 1), got {s.w_momentum}")
+    if not all(0 <= b < 1 for b in s.a_betas):
+        problems.append(f"a_betas must be in [0, 1), got {s.a_betas}")
+    if s.warmup_epochs < 0:
+        problems.append(f"warmup_epochs must be >= 0, got {s.warmup_epochs}")
+    if s.inner_steps < 1:
+        problems.append(f"inner_steps must be >= 1, got {s.inner_steps}")
+    if s.split not in SPLITS:
+        problems.append(f"split must be one of {', '.join(SPLITS)}, got {s.split!r}")
+    if s.order not in ("arch_first", "weights_first"):
+        problems.append(f"order must be arch_first or weights_first, got {s.order!r}")
+    if problems:
+        raise _user_error("bad schedule: " + "; ".join(problems))
+
+
+def resolve_method(name: str | None, method_file: str | None, sets: list[str] | None,
+                   family: str, network_params, *, epochs=None, batch_size=None, split=None):
+    """The method to run: base method or file, per-family defaults, file schedule, --set, flags.
+
+    Returns ``(method, network_overrides, record)`` where ``record`` says what was overridden.
+    """
+    if name is None and method_file is None:
+        raise _user_error("give --method NAME (see `dslnas methods`) or --method-file SPEC.toml")
+    file = _load_method_file(method_file) if method_file else {}
+    base_name = name if name is not None else file.get("base")
+    method = _base_method(base_name)
+    file_schedule: dict = {}
+    if file:
+        changes: dict[str, Any] = {"name": str(file["name"])}
+        if "summary" in file:
+            changes["summary"] = str(file["summary"])
+        for kind in PART_KINDS:
+            if kind in file:
+                changes[kind] = _part(file[kind], f"--method-file {kind}")
+        if "transforms" in file:
+            ts = file["transforms"]
+            if not isinstance(ts, list):
+                raise _user_error("--method-file transforms: expected a list")
+            changes["transforms"] = tuple(_part(t, "--method-file transforms") for t in ts)
+        if "space_defaults" in file:
+            sd = file["space_defaults"]
+            if not isinstance(sd, dict) or not all(isinstance(v, dict) for v in sd.values()):
+                raise _user_error("--method-file space_defaults: expected tables per family "
+                                  "([space_defaults.nb201], [space_defaults.darts])")
+            merged = {k: dict(v) for k, v in method.space_defaults.items()}
+            for fam, vals in sd.items():
+                merged.setdefault(fam, {}).update(
+                    {k: _schedule_value(k, v) for k, v in vals.items() if _check_field(k)})
+            changes["space_defaults"] = merged
+        method = attrs.evolve(method, **changes)
+        sched = file.get("schedule", {})
+        if not isinstance(sched, dict):
+            raise _user_error("--method-file schedule: expected a table")
+        file_schedule = {k: _schedule_value(k, v) for k, v in sched.items() if _check_field(k)}
+    method = method.for_family(family)
+    sched_sets, network, part_opts = split_sets(sets, method, network_params)
+    for slot, key, value in part_opts:
+        method = _set_part_option(method, slot, key, value)
+    flags = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size),
+                               ("split", split)) if v is not None}
+    schedule = attrs.evolve(method.schedule, **{**file_schedule, **sched_sets, **flags})
+    _validate_schedule(schedule)
+    method = attrs.evolve(method, schedule=schedule)
+    record = {"schedule": {**file_schedule, **sched_sets, **flags},
+              "parts": [f"{'transforms[%d]' % i if kind == 'transforms' else kind}.{k}={v!r}"
+                        for (kind, i), k, v in part_opts],
+              "network": network, "method_file": method_file, "base": base_name}
+    return method, network, record
+
+
+def _check_field(key: str) -> bool:
+    if key not in _schedule_fields():
+        raise _user_error(f"--method-file schedule: unknown field {key!r}"
+                          f"{_did_you_mean(key, _schedule_fields())} "
+                          f"(fields: {', '.join(_schedule_fields())})")
+    return True
+
+
+# ============================================================================================
+# dslnas search
+# ============================================================================================
+
+def _device(name: str | None) -> str:
+    import torch
+    name = name or "auto"
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise _user_error("--device cuda: no CUDA device is available (use --device cpu)")
+    return name
+
+
+def cmd_search(args) -> int:
+    from ..bench.nb201 import BenchmarkError
+    from ..genotype import GenotypeError
+    from .checkpoint import CheckpointError
+    from .datasets import DataError
+    from .loop import MethodError, SearchError
+    from .rundir import RunDirError
+    try:
+        return _search(args)
+    except (DataError, CheckpointError, RunDirError, BenchmarkError, GenotypeError,
+            MethodError, SearchError) as e:
+        raise _user_error(str(e)) from None
+
+
+_RESUME_OK = ("resume", "data", "device", "stop_after", "no_progress", "func", "command",
+              "deterministic", "no_download")
+
+
+def _search(args) -> int:
+    from ..ir.export import space_json
+    from ..ir.lower import compile_file
+    from ..methods.spec import space_family
+    from . import checkpoint as ckpt
+    from .datasets import DATASETS, load_dataset
+    from .loader import SearchData
+    from .loop import check_method, search
+    from .rundir import RunDir, _jsonable, versions
+
+    resume_state = None
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                 if k not in _RESUME_OK and v not in (None, False, [])]
+        if given:
+            raise _user_error(f"--resume takes the configuration from the run's config.json; "
+                              f"do not combine it with {', '.join(given)}")
+        run = RunDir.open(args.resume)
+        config = run.read_config()
+        try:
+            method = method_from_dict(config["method"])
+            space_file = config["space_file"]
+            network = config["overrides"]["network"]
+            ds_conf = config["dataset"]
+            seed = int(config["seed"])
+            deterministic = bool(config["deterministic"])
+            bench_path = config.get("benchmark")
+        except (KeyError, TypeError, ValueError) as e:
+            raise _user_error(f"{run.path / 'config.json'}: incomplete or malformed ({e})") from None
+        if args.deterministic and not deterministic:
+            raise _user_error("--deterministic: the run was started without it; resume it as is")
+        ir = compile_file(space_file, network)
+        if json.loads(json.dumps(_jsonable(space_json(ir)))) != config.get("space"):
+            raise _user_error(f"the space {space_file} has changed since the run started; "
+                              f"resuming would search another space")
+        resume_state = ckpt.load(run.checkpoint_path)
+        dataset, subset = ds_conf["name"], ds_conf.get("subset")
+        root = args.data or ds_conf.get("root") or DEFAULT_DATA
+        norm = ds_conf.get("norm", "darts")
+    else:
+        if not args.space:
+            raise _user_error("give a SPACE.nas file (or --resume RUN_DIR)")
+        for flag, v, lo in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                            ("--subset", args.subset, 2), ("--seed", args.seed, 0),
+                            ("--stop-after", args.stop_after, 1)):
+            if v is not None and v < lo:
+                raise _user_error(f"{flag} must be >= {lo}, got {v}")
+        dataset = (args.dataset or "cifar10").lower().replace("-", "").replace("_", "")
+        if dataset not in DATASETS:
+            raise _user_error(f"unknown dataset {args.dataset!r}"
+                              f"{_did_you_mean(dataset, DATASETS)}; choose one of "
+                              f"{', '.join(DATASETS)}")
+        seed = 0 if args.seed is None else args.seed
+        deterministic = args.deterministic
+        subset = args.subset
+        root = args.data or DEFAULT_DATA
+        space_file = str(Path(args.space).resolve()) if Path(args.space).exists() else args.space
+        ir0 = compile_file(space_file)
+        family = space_family(ir0)
+        method, network, record = resolve_method(
+            args.method, args.method_file, args.set, family, dict(ir0.params),
+            epochs=args.epochs, batch_size=args.batch_size, split=args.split)
+        norm = "nb201" if family == "nb201" else "darts"
+        bench_path = args.benchmark
+    device = _device(args.device)
+    if bench_path:          # fail early, before the dataset is loaded
+        _load_benchmark(bench_path, ir0 if not args.resume else ir)
+
+    ds = load_dataset(dataset, Path(root).expanduser(), norm=norm,
+                      download=not args.no_download)
+    if not args.resume:
+        # the network's input and output follow the dataset unless the user set them
+        network = {"in_channels": ds.in_channels, "classes": ds.num_classes, **network}
+        ir = compile_file(space_file, network)
+        check_method(ir, method)
+    benchmark = _load_benchmark(bench_path, ir)
+    channels_last = device == "cuda"
+    data = SearchData.from_dataset(ds, batch_size=method.schedule.batch_size, device=device,
+                                   split=method.schedule.split, split_seed=0, seed=seed,
+                                   subset=subset, channels_last=channels_last)
+
+    if args.resume:
+        config["resumed"] = config.get("resumed", []) + [
+            {"at_epoch": int(resume_state.get("epoch", 0)), "device": device,
+             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}]
+        run.write_config(config)
+    else:
+        run = RunDir.create(args.out, space=ir.name, method=method.name, seed=seed)
+        run.write_config({
+            "space_file": space_file,
+            "space": space_json(ir),
+            "family": family,
+            "method": method_to_dict(method),
+            "overrides": {**record, "network": network},
+            "seed": seed,
+            "deterministic": deterministic,
+            "dataset": {"name": ds.name, "root": str(Path(root).expanduser()), "norm": norm,
+                        "subset": subset, "split": method.schedule.split, "split_seed": 0,
+                        "train_images": data.train.num_samples,
+                        "val_images": data.val.num_samples,
+                        "image_size": ds.image_size, "classes": ds.num_classes},
+            "device": device,
+            "channels_last": channels_last,
+            "benchmark": str(Path(bench_path).resolve()) if bench_path else None,
+            "versions": versions(),
+            "argv": sys.argv[1:],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+    print(f"run directory: {run.path}", file=sys.stderr)
+    try:
+        with run:
+            result = search(ir, method, data, run, device=device, seed=seed,
+                            deterministic=deterministic, resume_state=resume_state,
+                            benchmark=benchmark, progress=not args.no_progress,
+                            stop_after=args.stop_after, channels_last=channels_last)
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: dslnas search --resume {run.path}", file=sys.stderr)
+        raise
+    _summary(result, method, ir, run)
+    return 0
+
+
+def _load_benchmark(path, ir):
+    if not path:
+        return None
+    from ..bench.nb201 import BenchmarkTable
+    table = BenchmarkTable.load(path)
+    if ir is not None and (len(ir.groups) != 1 or ir.cell(ir.groups[0].cell).derive.kind != "argmax"):
+        raise _user_error(f"--benchmark: space {ir.name!r} is not NB201-like (one shared cell "
+                          f"derived by argmax), so its genotypes cannot be looked up")
+    return table
+
+
+def _summary(result, method, ir, run) -> None:
+    from ..genotype import GenotypeError, to_darts_text, to_nb201_string
+    g = result.genotype
+    try:
+        text = to_nb201_string(g)
+    except GenotypeError:
+        try:
+            text = to_darts_text(g)
+        except GenotypeError:
+            from ..genotype import to_json
+            text = to_json(g)
+    status = "finished" if result.finished else f"stopped after epoch {result.epochs}"
+    lines = [f"search {status}: space {ir.name}, method {method.name}, "
+             f"{result.epochs}/{method.schedule.epochs} epochs, {result.seconds:.1f} s",
+             f"genotype:  {text}"]
+    if result.benchmark:
+        lines.append("benchmark: " + ", ".join(f"{k} {v:.2f}" for k, v in result.benchmark.items()))
+    elif result.history and "benchmark_error" in result.history[-1]:
+        lines.append(f"benchmark: {result.history[-1]['benchmark_error']}")
+    lines.append(f"run dir:   {run.path}")
+    if not result.finished:
+        lines.append(f"continue:  dslnas search --resume {run.path}")
+    print("\n".join(lines))
+    run.write_summary({"finished": result.finished, "epochs": result.epochs,
+                       "seconds": result.seconds, "genotype": text,
+                       "benchmark": result.benchmark})
+
+
+# ============================================================================================
+# dslnas methods
+# ============================================================================================
+
+def _schedule_brief(s) -> str:
+    bits = [f"{s.epochs} epochs", f"batch {s.batch_size}",
+            f"w SGD lr {s.w_lr:g}->{s.w_lr_min:g} mom {s.w_momentum:g}"
+            f"{' nesterov' if s.w_nesterov else ''} wd {s.w_weight_decay:g} clip {s.grad_clip:g}",
+            f"α Adam lr {s.a_lr:g} betas {tuple(s.a_betas)} wd {s.a_weight_decay:g}"]
+    if s.warmup_epochs:
+        bits.append(f"warm-up {s.warmup_epochs}")
+    if s.inner_steps != 1:
+        bits.append(f"T={s.inner_steps} weight steps per α step")
+    bits.append(f"split {s.split}, {s.order.replace('_', ' ')}")
+    return ", ".join(bits)
+
+
+def cmd_methods(args) -> int:
+    from ..methods.spec import METHODS
+    families = ("darts", "nb201")
+    if args.json:
+        out = {name: {f: method_to_dict(m.for_family(f)) for f in families}
+               for name, m in METHODS.items()}
+        print(json.dumps(out, indent=2))
+        return 0
+    width = max(map(len, METHODS))
+    for name, m in METHODS.items():
+        print(f"{name:<{width}}  {m.summary}")
+        for fam in families:
+            spec = m.for_family(fam)
+            ts = ", ".join(map(str, spec.transforms)) or "-"
+            print(f"  {fam:<6} parts: relaxation {spec.relaxation}; hypergradient "
+                  f"{spec.hypergradient}; transforms {ts}; discretizer {spec.discretizer}")
+            print(f"  {'':<6} schedule: {_schedule_brief(spec.schedule)}")
+        print()
+    print("families: darts = top-k spaces (darts, s1-s4); nb201 = argmax spaces (nb201). "
+          "Override with --set (see `dslnas search --help`).")
+    return 0
+
+
+# ============================================================================================
+# dslnas evaluate
+# ============================================================================================
+
+def cmd_evaluate(args) -> int:
+    from ..bench.nb201 import BenchmarkError, BenchmarkTable
+    from ..genotype import GenotypeError, parse_genotype, to_nb201_string
+    try:
+        source = args.genotype
+        p = Path(source)
+        if p.is_dir():
+            if not (p / "genotype.json").is_file():
+                raise _user_error(f"{p}: no genotype.json (the run has not finished; its "
+                                  f"latest genotype is in metrics.jsonl)")
+            source = str(p / "genotype.json")
+        ir = None
+        if args.space:
+            from ..ir.lower import compile_file
+            ir = compile_file(args.space)
+        genotype = parse_genotype(source, ir=ir)
+        table = BenchmarkTable.load(args.benchmark)
+        acc = table.lookup(genotype)
+        arch = to_nb201_string(genotype)
+    except (BenchmarkError, GenotypeError) as e:
+        raise _user_error(str(e)) from None
+    if args.json:
+        print(json.dumps({"arch": arch, "accuracy": acc}))
+    else:
+        print(arch)
+        for k, v in acc.items():
+            print(f"  {k:<16} {v:.2f}")
+    return 0

@@ -1,0 +1,720 @@
+"""The search loop: alternate architecture and weight steps, log, derive, checkpoint.
+
+``search(ir, method, data, run, ...)`` trains the supernet of ``ir`` with the parts of ``method``
+(relaxation, hypergradient, supernet transforms, discretizer, schedule) on ``data`` and writes
+everything into ``run`` (a :class:`~dslnas.search.rundir.RunDir`).
+
+Per iteration (reference methods.md §1.1, §2a), in the order ``schedule.order``:
+
+* architecture step, on the val batch (the train batch feeds second-order terms): the
+  hypergradient strategy returns dL/dα for α and the relaxation's extra parameters (e.g. PC-DARTS'
+  edge β), Adam applies it. Skipped in the warm-up epochs, and taken after every
+  ``inner_steps``-th weight step only (iDARTS-Zhang's T);
+* weight step, on the train batch: SGD (momentum, Nesterov, weight decay) with the gradient norm
+  of the weights clipped; the edge weights are computed without autograd, so a weight step never
+  touches α, and the hypergradient restores w bit-exactly, so an architecture step never touches w.
+
+The weight lr follows a cosine from ``w_lr`` to ``w_lr_min`` over the epochs (stepped at the end
+of each epoch). Nothing in the step reads a value back to the host: loss and accuracy sums stay
+in device tensors that are read once per epoch. After each epoch: derive the genotype, look it up
+in the benchmark table if one is given, log a metrics line and write a checkpoint that
+``resume_state`` restores completely.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..genotype import Genotype, GenotypeError, derive, to_dict, to_nb201_string
+from ..ir.model import SpaceIR
+from ..methods import hypergrad as hg
+from ..methods.spec import MethodSpec, Part
+from . import checkpoint as ckpt
+from .loader import SearchData
+from .rundir import RunDir
+
+__all__ = ["search", "SearchResult", "SearchError", "MethodError", "Parts", "make_parts",
+           "make_hypergradient", "check_method", "seed_everything", "Searcher"]
+
+
+class SearchError(RuntimeError):
+    """The search cannot go on (diverged, or a checkpoint that does not fit this run)."""
+
+
+class MethodError(ValueError):
+    """A method whose parts are unknown, badly configured, or do not fit the space."""
+
+
+# ============================================================================================
+# parts
+# ============================================================================================
+
+HYPERGRADIENTS = {"first_order": hg.FirstOrder, "unrolled": hg.Unrolled,
+                  "neumann": hg.Neumann, "amended": hg.Amended}
+
+
+def make_hypergradient(part: Part):
+    cls = HYPERGRADIENTS.get(part.name)
+    if cls is None:
+        raise MethodError(f"unknown hypergradient {part.name!r} (known: {', '.join(HYPERGRADIENTS)})")
+    try:
+        return cls(**part.options)
+    except (TypeError, ValueError) as e:
+        raise MethodError(f"hypergradient {part}: {e}") from None
+
+
+@attrs.define
+class Parts:
+    relaxation: Any
+    hypergradient: Any
+    transforms: list
+    discretizer: Any
+
+
+def _import_factory(module: str, name: str):
+    """``dslnas.methods.<module>.<name>``, or None when that module does not exist (yet)."""
+    import importlib
+    try:
+        mod = importlib.import_module(f"dslnas.methods.{module}")
+    except ModuleNotFoundError as e:
+        if e.name == f"dslnas.methods.{module}":
+            return None
+        raise
+    return getattr(mod, name)
+
+
+def make_parts(method: MethodSpec) -> Parts:
+    """Instantiate the parts of ``method``; raise :class:`MethodError` for anything wrong."""
+    def call(factory, fallback, arg, what):
+        try:
+            return (factory or fallback)(arg)
+        except MethodError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise MethodError(f"method {method.name!r}: {what}: {msg}") from None
+
+    relaxation = call(_import_factory("relaxations", "make_relaxation"), _fallback_relaxation,
+                      method.relaxation, f"relaxation {method.relaxation}")
+    transforms = call(_import_factory("transforms", "make_transforms"), _fallback_transforms,
+                      tuple(method.transforms),
+                      "transforms " + (", ".join(map(str, method.transforms)) or "-"))
+    discretizer = call(_import_factory("discretizers", "make_discretizer"), _fallback_discretizer,
+                       method.discretizer, f"discretizer {method.discretizer}")
+    return Parts(relaxation, make_hypergradient(method.hypergradient), list(transforms),
+                 discretizer)
+
+
+# ---- fallbacks while dslnas.methods.{relaxations,transforms,discretizers} are missing -------
+
+class _SoftmaxRelaxation:
+    """DARTS' relaxation: softmax over each edge's real candidates; no extra parameters."""
+
+    def extra_parameters(self, supernet):
+        return {}
+
+    def weights(self, supernet, extra):
+        return supernet.softmax_weights()
+
+    def strengths(self, supernet, extra):
+        return {k: v.detach() for k, v in supernet.softmax_weights().items()}
+
+    def regulariser(self, supernet, extra):
+        return None
+
+
+def _fallback_relaxation(part: Part):
+    if part.name != "softmax" or part.options:
+        raise MethodError(f"relaxation {part} needs dslnas.methods.relaxations, which is missing")
+    return _SoftmaxRelaxation()
+
+
+def _fallback_transforms(parts):
+    if parts:
+        raise MethodError(f"transforms {', '.join(map(str, parts))} need "
+                          f"dslnas.methods.transforms, which is missing")
+    return []
+
+
+class _RuleDiscretizer:
+    def __call__(self, ir, supernet, relaxation, extra, batches):
+        return derive(ir, relaxation.strengths(supernet, extra), normalise="none")
+
+
+def _fallback_discretizer(part: Part):
+    if part.name != "rule" or part.options:
+        raise MethodError(f"discretizer {part} needs dslnas.methods.discretizers, which is missing")
+    return _RuleDiscretizer()
+
+
+# ============================================================================================
+# setup helpers
+# ============================================================================================
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA); with ``deterministic`` also make torch
+    choose deterministic kernels (CUDA matmuls need CUBLAS_WORKSPACE_CONFIG set first)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+@contextmanager
+def _determinism(deterministic: bool, device: torch.device):
+    """Set the global determinism flags for the duration of a search, then restore them."""
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        if not deterministic and device.type == "cuda":
+            torch.backends.cudnn.benchmark = True       # static shapes: let cuDNN pick kernels
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+
+
+class _GlobalAvgPool(nn.Module):
+    """``AdaptiveAvgPool2d(1)`` as a mean: same values, and a backward that is deterministic
+    on CUDA (adaptive pooling's is not, so --deterministic would refuse it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
+def _deterministic_pooling(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.AdaptiveAvgPool2d) and child.output_size in (1, (1, 1)):
+            setattr(module, name, _GlobalAvgPool())
+        else:
+            _deterministic_pooling(child)
+
+
+def _optimizer(cls, params, device: torch.device, kwargs: dict):
+    """``cls`` with fused kernels on CUDA where torch has them, else the foreach ones."""
+    if device.type == "cuda":
+        try:
+            return cls(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            return cls(params, foreach=True, **kwargs)
+    return cls(params, **kwargs)
+
+
+def _as_dict(extra) -> dict[str, torch.Tensor]:
+    if extra is None:
+        return {}
+    if isinstance(extra, Mapping):
+        return dict(extra.items())
+    if isinstance(extra, nn.Module):
+        return dict(extra.named_parameters())
+    return {str(i): p for i, p in enumerate(extra)}
+
+
+def _build_supernet(ir: SpaceIR, parts: Parts):
+    from ..supernet.network import build
+    kwargs: dict[str, Any] = {}
+    for t in parts.transforms:
+        kw = t.build_kwargs() if hasattr(t, "build_kwargs") else {}
+        clash = set(kw) & set(kwargs)
+        if clash:
+            raise MethodError(f"transforms disagree on {', '.join(sorted(clash))}")
+        kwargs.update(kw)
+    try:
+        net = build(ir, **kwargs)
+        for t in parts.transforms:
+            if hasattr(t, "prepare"):
+                t.prepare(net)
+    except MethodError:
+        raise
+    except (ValueError, KeyError, TypeError, AssertionError) as e:
+        raise MethodError(f"the method does not fit space {ir.name!r}: {e}") from None
+    return net
+
+
+def check_method(ir: SpaceIR, method: MethodSpec) -> None:
+    """Raise :class:`MethodError` unless ``method`` builds a supernet of ``ir`` (CPU, discarded).
+
+    Checks the parts exist and their options are valid, the transforms fit the space (e.g. K
+    divides the widths), and the discretizer can derive a genotype of this space."""
+    parts = make_parts(method)
+    rng = torch.get_rng_state()
+    try:
+        net = _build_supernet(ir, parts)
+        extra = _as_dict(parts.relaxation.extra_parameters(net))
+        strengths = parts.relaxation.strengths(net, extra)
+        derive(ir, {k: v.detach() for k, v in strengths.items()}, normalise="none")
+    except (ValueError, KeyError, TypeError) as e:
+        if isinstance(e, MethodError):
+            raise
+        raise MethodError(f"method {method.name!r} does not fit space {ir.name!r}: {e}") from None
+    finally:
+        torch.set_rng_state(rng)
+
+
+# ============================================================================================
+# result
+# ============================================================================================
+
+@attrs.frozen
+class SearchResult:
+    genotype: Genotype
+    alphas: dict[str, torch.Tensor]          # final α per group (CPU)
+    strengths: dict[str, torch.Tensor]       # what the discretizer ranked (CPU)
+    history: list[dict]                      # the metrics.jsonl records, one per epoch
+    benchmark: dict[str, float] | None       # benchmark accuracies of the final genotype
+    seconds: float                           # search time, summed over resumed sessions
+    epochs: int                              # epochs completed
+    finished: bool                           # False when stopped early (stop_after)
+    run_dir: Path
+
+
+# ============================================================================================
+# the searcher
+# ============================================================================================
+
+class Searcher:
+    """The state of one search: supernet, parameters, optimisers, scheduler, counters.
+
+    ``search()`` is the entry point; this class is public so tests and tools can take single
+    steps (``weight_step``, ``arch_step``) and inspect the state.
+    """
+
+    def __init__(self, ir: SpaceIR, method: MethodSpec, *, device: str | torch.device = "cpu",
+                 seed: int = 0, deterministic: bool = False, channels_last: bool = False):
+        self.ir = ir
+        self.method = method
+        self.schedule = method.schedule
+        self.device = torch.device(device)
+        self.seed = seed
+        self.deterministic = deterministic
+        self.channels_last = channels_last
+        seed_everything(seed, deterministic)
+        self.parts = make_parts(method)
+        self.relaxation = self.parts.relaxation
+        self.hypergradient = self.parts.hypergradient
+        self.transforms = self.parts.transforms
+        self.discretizer = self.parts.discretizer
+        self.supernet = _build_supernet(ir, self.parts)
+        if deterministic and self.device.type == "cuda":
+            _deterministic_pooling(self.supernet)
+        self.supernet.to(self.device)
+        if channels_last:
+            self.supernet.to(memory_format=torch.channels_last)
+        self.extra = _as_dict(self.relaxation.extra_parameters(self.supernet))
+        for p in self.extra.values():
+            if p.device != self.device:
+                p.data = p.data.to(self.device)
+        self.epoch = 0            # epochs completed
+        self.global_step = 0      # iterations completed
+        self.elapsed = 0.0        # seconds of search, over all sessions
+        self._build_optimisers()
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.w_opt, T_max=max(1, self.schedule.epochs), eta_min=self.schedule.w_lr_min)
+        self.problem = hg.Bilevel(self.weights, self.arch, self._train_loss, self._val_loss,
+                                  self.w_opt)
+        self._sums = torch.zeros(4, device=self.device)   # train loss, train correct, val ...
+        self._counts = [0, 0]                              # train / val samples (host ints)
+        self._record_val = False
+
+    # ---- parameters and optimisers --------------------------------------------------------
+    def _trainable_weights(self) -> list[nn.Parameter]:
+        arch_ids = {id(p) for p in self.supernet.arch_parameters()}
+        arch_ids |= {id(p) for p in self.extra.values()}
+        candidates = [p for p in self.supernet.weight_parameters() if id(p) not in arch_ids]
+        for t in self.transforms:
+            if hasattr(t, "trainable"):
+                keep = {id(p) for p in t.trainable(self.supernet)}
+                for p in candidates:
+                    if id(p) not in keep:
+                        p.requires_grad_(False)
+        return [p for p in candidates if p.requires_grad]
+
+    def _build_optimisers(self) -> None:
+        s = self.schedule
+        self.weights = self._trainable_weights()
+        self.arch = list(self.supernet.arch_parameters()) + [
+            p for p in self.extra.values() if id(p) not in {id(a) for a in
+                                                            self.supernet.arch_parameters()}]
+        if not self.weights:
+            raise MethodError("the method leaves no supernet weight to train")
+        w_kw = dict(lr=s.w_lr, momentum=s.w_momentum, nesterov=s.w_nesterov and s.w_momentum > 0,
+                    weight_decay=s.w_weight_decay)
+        a_kw = dict(lr=s.a_lr, betas=tuple(s.a_betas), weight_decay=s.a_weight_decay)
+        self.w_opt = _optimizer(torch.optim.SGD, self.weights, self.device, w_kw)
+        self.a_opt = _optimizer(torch.optim.Adam, self.arch, self.device, a_kw)
+
+    @property
+    def lr(self) -> float:
+        return float(self.w_opt.param_groups[0]["lr"])
+
+    # ---- losses ---------------------------------------------------------------------------
+    def edge_weights(self) -> dict[str, torch.Tensor]:
+        return self.relaxation.weights(self.supernet, self.extra)
+
+    def _logits(self, x: torch.Tensor, weights=None) -> torch.Tensor:
+        return self.supernet(x, self.edge_weights() if weights is None else weights)
+
+    def _train_loss(self, batch) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self._logits(x), y)
+
+    def _val_loss(self, batch) -> torch.Tensor:
+        x, y = batch
+        logits = self._logits(x)
+        loss = F.cross_entropy(logits, y)
+        if self._record_val:                 # the first val forward of an arch step
+            self._record_val = False
+            self._accumulate(2, loss, logits, y)
+        reg = self.relaxation.regulariser(self.supernet, self.extra) \
+            if hasattr(self.relaxation, "regulariser") else None
+        return loss if reg is None else loss + reg
+
+    def _accumulate(self, slot: int, loss: torch.Tensor, logits: torch.Tensor,
+                    y: torch.Tensor) -> None:
+        n = y.shape[0]
+        self._sums[slot].add_(loss.detach(), alpha=n)
+        self._sums[slot + 1].add_((logits.detach().argmax(1) == y).sum())
+        self._counts[slot // 2] += n
+
+    # ---- steps ----------------------------------------------------------------------------
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One SGD step on the weights; α (and the relaxation's extras) stay untouched."""
+        with torch.no_grad():
+            ew = self.edge_weights()
+        logits = self.supernet(x, ew)
+        loss = F.cross_entropy(logits, y)
+        self.w_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.schedule.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.weights, self.schedule.grad_clip,
+                                     foreach=self.device.type == "cuda" or None)
+        self.w_opt.step()
+        self._accumulate(0, loss, logits, y)
+
+    def arch_step(self, train_batch, val_batch) -> None:
+        """One Adam step on α and extras with the method's hypergradient; w is restored."""
+        self._record_val = True
+        grads = self.hypergradient(self.problem, train_batch, val_batch)
+        self._record_val = False
+        for p, g in zip(self.arch, grads):
+            p.grad = g
+        self.a_opt.step()
+        self.a_opt.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def _monitor_val(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Val metrics while α is frozen (warm-up): a forward pass like the arch step's."""
+        logits = self._logits(x)
+        self._accumulate(2, F.cross_entropy(logits, y), logits, y)
+
+    def arch_frozen(self, epoch: int) -> bool:
+        """Whether α is frozen in (0-based) ``epoch``: the schedule's warm-up, or a transform's
+        (DrNAS' per-stage warm-up)."""
+        if epoch < self.schedule.warmup_epochs:
+            return True
+        return any(t.arch_frozen(epoch) for t in self.transforms if hasattr(t, "arch_frozen"))
+
+    def train_epoch(self, data: SearchData, on_step: Callable[[], None] | None = None) -> None:
+        """One pass over the train stream; each iteration pairs a train and a val batch."""
+        s = self.schedule
+        frozen = self.arch_frozen(self.epoch)
+        T = max(1, int(s.inner_steps))
+        arch_first = s.order == "arch_first"
+        self.supernet.train()
+        for i, (xt, yt, xv, yv) in enumerate(data):
+            do_arch = not frozen and (i % T == T - 1)
+            if do_arch and arch_first:
+                self.arch_step((xt, yt), (xv, yv))
+            self.weight_step(xt, yt)
+            if do_arch and not arch_first:
+                self.arch_step((xt, yt), (xv, yv))
+            if frozen:
+                self._monitor_val(xv, yv)
+            self.global_step += 1
+            if on_step is not None:
+                on_step()
+
+    def epoch_metrics(self) -> dict[str, float | None]:
+        """Mean loss / accuracy (%) of the epoch just trained; the one host sync of the epoch."""
+        sums = self._sums.tolist()
+        (nt, nv), out = self._counts, {}
+        out["train_loss"] = sums[0] / nt if nt else None
+        out["train_acc"] = 100.0 * sums[1] / nt if nt else None
+        out["val_loss"] = sums[2] / nv if nv else None
+        out["val_acc"] = 100.0 * sums[3] / nv if nv else None
+        self._sums.zero_()
+        self._counts = [0, 0]
+        return out
+
+    # ---- transforms with stages (DrNAS progressive) ---------------------------------------
+    def begin_epoch(self) -> None:
+        """Let stage transforms act at an epoch start; rebuild the optimisers if they changed
+        the parameters (carrying optimiser state is the transform's business)."""
+        changed = False
+        for t in self.transforms:
+            hook = getattr(t, "begin_epoch", None)
+            if hook is not None:
+                changed |= bool(hook(self.epoch, self))
+        if changed:
+            self.rebuild_optimisers()
+
+    def rebuild_optimisers(self, w_state: dict | None = None, a_state: dict | None = None,
+                           sched_state: dict | None = None) -> None:
+        """New optimisers over the current parameters; the lr curve continues where it was.
+        With states given (resume), they are loaded into the new optimisers and scheduler."""
+        if sched_state is None:
+            sched_state = self.scheduler.state_dict()
+        lr = self.lr
+        self._build_optimisers()
+        # the scheduler's constructor resets the lr to w_lr: load the states after it
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.w_opt, T_max=max(1, self.schedule.epochs), eta_min=self.schedule.w_lr_min)
+        self.scheduler.load_state_dict(sched_state)
+        if w_state is not None:
+            self.w_opt.load_state_dict(w_state)
+        else:
+            for g in self.w_opt.param_groups:
+                g["lr"] = lr
+        if a_state is not None:
+            self.a_opt.load_state_dict(a_state)
+        self.problem = hg.Bilevel(self.weights, self.arch, self._train_loss, self._val_loss,
+                                  self.w_opt)
+
+    # ---- deriving -------------------------------------------------------------------------
+    def strengths(self) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {k: v.detach().float().cpu()
+                    for k, v in self.relaxation.strengths(self.supernet, self.extra).items()}
+
+    def alphas(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.supernet.alphas.items()}
+
+    def genotype(self, data: SearchData | None = None) -> Genotype:
+        batches = _heldout_batches(data) if data is not None else iter(())
+        was_training = self.supernet.training
+        try:
+            with torch.no_grad():
+                g = self.discretizer(self.ir, self.supernet, self.relaxation, self.extra, batches)
+        except GenotypeError as e:
+            raise SearchError(f"cannot derive a genotype after epoch {self.epoch}: {e}; the "
+                              f"search diverged (try a lower w_lr or a_lr)") from None
+        finally:
+            self.supernet.train(was_training)
+        return g
+
+    # ---- checkpoint -----------------------------------------------------------------------
+    def state_dict(self, data: SearchData | None = None) -> dict:
+        return {
+            "format": "dslnas-search",
+            "space": self.ir.name,
+            "method": self.method.name,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "epochs": self.schedule.epochs,
+            "global_step": self.global_step,
+            "elapsed": self.elapsed,
+            "supernet": self.supernet.state_dict(),
+            "extra": {k: v.detach() for k, v in self.extra.items()},
+            "w_opt": self.w_opt.state_dict(),
+            "a_opt": self.a_opt.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "transforms": [t.state_dict() if hasattr(t, "state_dict") else None
+                           for t in self.transforms],
+            "relaxation": (self.relaxation.state_dict()
+                           if hasattr(self.relaxation, "state_dict") else None),
+            "data": data.state_dict() if data is not None else None,
+            "rng": ckpt.rng_state(),
+        }
+
+    def load_state_dict(self, state: dict, data: SearchData | None = None,
+                        where: str = "checkpoint") -> None:
+        ckpt.require(state, ("format", "epoch", "supernet", "w_opt", "a_opt", "scheduler", "rng"),
+                     where)
+        if state["format"] != "dslnas-search":
+            raise ckpt.CheckpointError(f"{where} is not a search checkpoint")
+        for key, mine in (("space", self.ir.name), ("method", self.method.name)):
+            if state.get(key) != mine:
+                raise ckpt.CheckpointError(f"{where} belongs to {key} {state.get(key)!r}, "
+                                           f"not {mine!r}")
+        try:
+            # stage transforms first: they reshape the supernet to the checkpoint's stage
+            for t, ts in zip(self.transforms, state.get("transforms") or []):
+                if ts is not None and hasattr(t, "load_state_dict"):
+                    t.load_state_dict(ts, self)
+            if state.get("relaxation") is not None and hasattr(self.relaxation, "load_state_dict"):
+                self.relaxation.load_state_dict(state["relaxation"])
+            self.supernet.load_state_dict(state["supernet"])
+            with torch.no_grad():
+                for k, v in (state.get("extra") or {}).items():
+                    self.extra[k].copy_(v)
+            self.rebuild_optimisers(state["w_opt"], state["a_opt"], state["scheduler"])
+            if data is not None and state.get("data") is not None:
+                data.load_state_dict(state["data"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            raise ckpt.CheckpointError(f"{where} does not match this run: {e}") from None
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state.get("global_step", 0))
+        self.elapsed = float(state.get("elapsed", 0.0))
+        ckpt.set_rng_state(state["rng"])
+
+
+def _heldout_batches(data: SearchData, n: int = 8) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``n`` batches of the val split, in order and without augmentation (no RNG is
+    used, so deriving a genotype does not change the search's random stream)."""
+    val = data.val
+    bs = val.batch_size
+    for i in range(0, min(len(val.images), n * bs), bs):
+        yield val.normalize(val.images[i:i + bs]), val.labels[i:i + bs]
+
+
+# ============================================================================================
+# search()
+# ============================================================================================
+
+def _genotype_record(genotype: Genotype) -> tuple[dict, str | None]:
+    try:
+        nb201 = to_nb201_string(genotype)
+    except GenotypeError:
+        nb201 = None
+    return to_dict(genotype), nb201
+
+
+def _lookup(benchmark, genotype: Genotype) -> tuple[dict | None, str | None]:
+    if benchmark is None:
+        return None, None
+    from ..bench.nb201 import BenchmarkError
+    try:
+        return benchmark.lookup(genotype), None
+    except BenchmarkError as e:
+        return None, str(e)
+
+
+def _fmt(v, spec: str = ".3f", missing: str = "-") -> str:
+    return missing if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def epoch_line(rec: dict) -> str:
+    """One plain log line for an epoch record."""
+    parts = [f"epoch {rec['epoch']}/{rec['epochs']}",
+             f"train {_fmt(rec['train_loss'])} / {_fmt(rec['train_acc'], '.1f')}%",
+             f"val {_fmt(rec['val_loss'])} / {_fmt(rec['val_acc'], '.1f')}%",
+             f"lr {rec['lr']:.4g}"]
+    if rec.get("arch_frozen"):
+        parts.append("α frozen")
+    if rec.get("nb201"):
+        parts.append(rec["nb201"])
+    if rec.get("benchmark"):
+        parts.append(" ".join(f"{k} {v:.2f}" for k, v in rec["benchmark"].items()))
+    parts.append(f"{rec['seconds']:.1f}s")
+    return " | ".join(parts)
+
+
+def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
+           device: str | torch.device = "cpu", seed: int = 0, deterministic: bool = False,
+           resume_state: dict | None = None, benchmark=None, progress: bool = True,
+           stop_after: int | None = None, channels_last: bool = False,
+           log: Callable[[str], None] | None = None) -> SearchResult:
+    """Search ``ir`` with ``method`` on ``data``, writing into ``run``; see the module doc.
+
+    ``resume_state``: a checkpoint dict (``checkpoint.load``) to continue from. ``benchmark``: a
+    :class:`~dslnas.bench.nb201.BenchmarkTable` to look the genotype up in every epoch.
+    ``progress``: a tqdm bar with ETA when stderr is a terminal (plain epoch lines otherwise).
+    ``stop_after``: stop once this many epochs are done, as if interrupted (resume later).
+    ``log``: where epoch lines go (default: stderr).
+    """
+    device = torch.device(device)
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    with _determinism(deterministic, device):
+        s = Searcher(ir, method, device=device, seed=seed, deterministic=deterministic,
+                     channels_last=channels_last)
+        history: list[dict] = []
+        if resume_state is not None:
+            s.load_state_dict(resume_state, data, where=str(run.checkpoint_path))
+            history = run.truncate_metrics(s.epoch)
+        epochs = method.schedule.epochs
+        last = epochs if stop_after is None else min(epochs, max(stop_after, s.epoch))
+        bar = None
+        if progress and sys.stderr.isatty() and s.epoch < last:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=(last - s.epoch) * len(data), unit="step", dynamic_ncols=True,
+                       file=sys.stderr, leave=False)
+            write = bar.write
+        else:
+            write = log
+        on_step = (lambda: bar.update(1)) if bar is not None else None
+        genotype = None
+        try:
+            while s.epoch < last:
+                t0 = time.perf_counter()
+                s.begin_epoch()
+                frozen = s.arch_frozen(s.epoch)
+                lr = s.lr
+                if bar is not None:
+                    bar.set_description(f"epoch {s.epoch + 1}/{epochs}")
+                s.train_epoch(data, on_step)
+                s.scheduler.step()
+                s.epoch += 1
+                m = s.epoch_metrics()
+                if m["train_loss"] is not None and not math.isfinite(m["train_loss"]):
+                    raise SearchError(f"the training loss is {m['train_loss']} in epoch "
+                                      f"{s.epoch}: the search diverged (try a lower w_lr)")
+                genotype = s.genotype(data)
+                geno_json, nb201 = _genotype_record(genotype)
+                bench, bench_err = _lookup(benchmark, genotype)
+                seconds = time.perf_counter() - t0
+                s.elapsed += seconds
+                rec = {"epoch": s.epoch, "epochs": epochs, **m, "lr": lr,
+                       "arch_frozen": frozen, "step": s.global_step,
+                       "alphas": {k: v.tolist() for k, v in s.alphas().items()}}
+                if s.extra:
+                    rec["extra"] = {k: v.detach().cpu().tolist() for k, v in s.extra.items()}
+                rec["genotype"] = geno_json
+                if nb201 is not None:
+                    rec["nb201"] = nb201
+                if benchmark is not None:
+                    rec["benchmark"] = bench
+                    if bench_err:
+                        rec["benchmark_error"] = bench_err
+                rec["seconds"] = seconds
+                rec["elapsed"] = s.elapsed
+                run.append_metrics(rec)
+                history.append(rec)
+                scalars = {"loss/train": m["train_loss"], "loss/val": m["val_loss"],
+                           "acc/train": m["train_acc"], "acc/val": m["val_acc"], "lr": lr,
+                           "time/epoch_s": seconds}
+                for k, v in (bench or {}).items():
+                    scalars[f"benchmark/{k}"] = v
+                run.scalars(s.epoch, scalars)
+                ckpt.save(s.state_dict(data), run.checkpoint_path)
+                if bar is not None:
+                    bar.set_postfix(loss=_fmt(m["train_loss"]), val=_fmt(m["val_acc"], ".1f"))
+                write(epoch_line(rec))
+        finally:
+            if bar is not None:
+                bar.close()
+        if genotype is None:                        # resumed a finished run, or zero epochs
+            genotype = s.genotype(data)
+        finished = s.epoch >= epochs
+        bench, _ = _lookup(benchmark, genotype)
+        if finished:
+            run.write_genotype(genotype, ir)
+        return SearchResult(genotype=genotype, alphas=s.alphas(), strengths=s.strengths(),
+                            history=history, benchmark=bench, seconds=s.elapsed,
+                            epochs=s.epoch, finished=finished, run_dir=run.path)
