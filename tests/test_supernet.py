@@ -18,6 +18,7 @@ def space(name, **overrides):
 
 def block_shapes(net, x):
     """Output shape of every macro block, in order."""
+    net.eval()
     shapes = []
     hooks = [b.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[1:])))
              for b in net.net.blocks]
@@ -47,7 +48,7 @@ def test_arch_parameters_are_apart_from_weights():
 
 def test_darts_shape_trace_matches_reference_1_5():
     torch.manual_seed(0)
-    shapes = block_shapes(build(space("darts")), torch.randn(2, 3, 32, 32))
+    shapes = block_shapes(build(space("darts")), torch.randn(1, 3, 32, 32))
     assert shapes == [(48, 32, 32), (64, 32, 32), (64, 32, 32), (128, 16, 16), (128, 16, 16),
                       (128, 16, 16), (256, 8, 8), (256, 8, 8), (256, 8, 8), (10,)]
 
@@ -63,7 +64,7 @@ def test_darts_preprocessing_matches_reference_1_5():
 
 
 def test_nb201_shape_trace_matches_reference_2_3():
-    shapes = block_shapes(build(space("nb201")), torch.randn(2, 3, 32, 32))
+    shapes = block_shapes(build(space("nb201")), torch.randn(1, 3, 32, 32))
     expected = ([(16, 32, 32)] * 6 + [(32, 16, 16)] * 6 + [(64, 8, 8)] * 6 + [(10,)])
     assert shapes == expected
 
@@ -117,8 +118,11 @@ def test_darts_v2_evaluation_network_parameter_counts():
     ir = space("darts", C=36, L=20)
     g = known_genotype("DARTS_V2")
     assert count_parameters(build_child(ir, g).parameters()) == 3_349_342
-    with_aux = build_child(ir, g, auxiliary=True)
-    assert count_parameters(with_aux.parameters()) == 3_825_768
+    assert count_parameters(build_child(ir, g, auxiliary=True).parameters()) == 3_825_768
+
+
+def test_auxiliary_head_runs_in_training_only():
+    with_aux = build_child(space("darts", C=8), known_genotype("DARTS_V2"), auxiliary=True)
     with_aux.train()
     logits, aux = with_aux(torch.randn(2, 3, 32, 32))
     assert logits.shape == aux.shape == (2, 10)

@@ -89,7 +89,8 @@ def check_cell(space: ResolvedSpace, cell: CellDef) -> CellIR:
             cands = check_ops(default_ops.ops, where, default_ops.span)
         else:
             raise DSLError(f"no candidate ops for {where}: declare `ops [...]` for the space or "
-                           "the cell, or `edge SRC -> DST [...]`", edge_spans[(src, dst)])
+                           "the cell, or `edge SRC -> DST [...]`",
+                           edge_spans[(src, dst)] or cell.name.span)
         stride = 2 if reduction and src < n_inputs else 1
         edges.append(Edge(src, dst, cands, stride, row))
 
@@ -99,6 +100,11 @@ def check_cell(space: ResolvedSpace, cell: CellDef) -> CellIR:
     group = stmts["share"].group.name if "share" in stmts else name
     ir = CellIR(name, n_inputs, n_nodes, tuple(edges), output, combine, derive, reduction, group)
     _check_connectivity(ir, cell, edge_spans)
+    if derive.kind == "top":
+        for node in ir.intermediate:
+            if all(set(e.candidates) <= {"none"} for e in ir.in_edges(node)):
+                raise DSLError(f"`derive top` excludes `none`, but every edge into node {node} of "
+                               f"cell '{name}' has only `none`", stmts["derive"].span)
     return ir
 
 

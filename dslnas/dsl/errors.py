@@ -57,7 +57,7 @@ class DSLError(Exception):
 def _source_line(source: str | None, line: int) -> str | None:
     if source is None:
         return None
-    lines = source.splitlines()
+    lines = source.split("\n")   # Lark counts lines by "\n" only
     if 1 <= line <= len(lines):
         return lines[line - 1].rstrip("\r")
     return None

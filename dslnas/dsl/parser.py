@@ -73,6 +73,8 @@ class _ToAst(Transformer):
         return ast.Ident(str(tok), span=_span(self.f, tok))
 
     def _int(self, tok: Token) -> ast.Int:
+        if len(tok) > 18:
+            raise DSLError(f"number {tok[:12]}... is too large", _span(self.f, tok))
         return ast.Int(int(tok), span=_span(self.f, tok))
 
     # top level
@@ -189,7 +191,8 @@ class _ToAst(Transformer):
         tok = c[0]
         digits = len(tok) - len(str(tok).lstrip("0123456789"))
         span = _span(self.f, tok)
-        return ast.BinOp("*", ast.Int(int(tok[:digits]), span=span),
+        return ast.BinOp("*", self._int(Token("INT", tok[:digits], line=tok.line, column=tok.column,
+                                              end_line=tok.line, end_column=tok.column + digits)),
                          ast.Var(str(tok[digits:]), span=span), span=span)
 
     def _bin(op):
@@ -198,6 +201,14 @@ class _ToAst(Transformer):
         return rule
 
     add, sub, mul, floordiv = _bin("+"), _bin("-"), _bin("*"), _bin("//")
+
+
+def _end_of(text: str, filename: str) -> Span:
+    """Just after the last character of the file (ignoring a final newline)."""
+    lines = text.split("\n")
+    if len(lines) > 1 and lines[-1] == "":
+        lines.pop()
+    return Span(filename, len(lines), len(lines[-1]) + 1)
 
 
 def parse(text: str, filename: str = "<string>") -> ast.Module:
@@ -210,19 +221,26 @@ def parse(text: str, filename: str = "<string>") -> ast.Module:
     except lark.exceptions.UnexpectedToken as e:
         raise _unexpected_token(e, filename, text) from None
     except lark.exceptions.UnexpectedEOF as e:
-        expected = _expected(e.expected)
-        lines = text.splitlines() or [""]
-        raise DSLError(f"unexpected end of file; expected {expected}",
-                       Span(filename, len(lines), len(lines[-1]) + 1), text) from None
-    items = _ToAst(filename).transform(tree)
+        raise DSLError(f"unexpected end of file; expected {_expected(e.expected)}",
+                       _end_of(text, filename), text) from None
+    except RecursionError:
+        raise DSLError("the file nests too deeply to parse", None, text) from None
+    try:
+        items = _ToAst(filename).transform(tree)
+    except lark.exceptions.VisitError as e:
+        if isinstance(e.orig_exc, DSLError):
+            raise e.orig_exc.with_source(text) from None
+        raise
+    except RecursionError:
+        raise DSLError("an expression is too long to compile (split it with parameters)",
+                       None, text) from None
     return ast.Module(items, filename=filename)
 
 
 def _unexpected_token(e, filename: str, text: str) -> DSLError:
     tok = e.token
     if tok.type == "$END":
-        lines = text.splitlines() or [""]
-        span = Span(filename, len(lines), len(lines[-1]) + 1)
+        span = _end_of(text, filename)
         what = "end of file"
     elif tok.type == "_NL":
         # Point at the end of the statement, not at the start of the next line.
@@ -260,6 +278,12 @@ def _expected(terminals) -> str:
 def parse_file(path: str | Path) -> ast.Module:
     """Read and parse a file; a missing file or one that is not text is a :class:`DSLError` too."""
     p = Path(path)
+    return parse(read_source(p), str(p))
+
+
+def read_source(path: str | Path) -> str:
+    """The text of a .nas file, exactly as stored (no newline translation)."""
+    p = Path(path)
     try:
         data = p.read_bytes()
     except FileNotFoundError:
@@ -274,4 +298,4 @@ def parse_file(path: str | Path) -> ast.Module:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DSLError(f"{p}: is not UTF-8 text (bad byte at offset {e.start})") from None
-    return parse(text, str(p))
+    return text

@@ -12,7 +12,7 @@ import attrs
 
 from . import ast
 from .errors import DSLError
-from .parser import parse_file
+from .parser import parse, read_source
 
 SHIPPED_SPACES = Path(__file__).resolve().parents[2] / "spaces"
 
@@ -53,9 +53,8 @@ def resolve_module(module: ast.Module, source: str) -> ResolvedSpace:
 
 
 def _load(path: Path, seen: tuple[Path, ...]) -> ResolvedSpace:
-    module = parse_file(path)
-    text = path.read_text(encoding="utf-8")
-    return _resolve(module, text, path, seen)
+    text = read_source(path)
+    return _resolve(parse(text, str(path)), text, path, seen)
 
 
 def _resolve(module: ast.Module, text: str, path: Path, seen: tuple[Path, ...]) -> ResolvedSpace:

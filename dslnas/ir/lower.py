@@ -49,24 +49,29 @@ def lower(space: ResolvedSpace, overrides: dict[str, int]) -> SpaceIR:
 
 
 def _params(net: ast.NetworkDecl, overrides: dict[str, int]) -> dict[str, int]:
+    """Declared parameters in order; an override replaces a value before later ones use it."""
     env = dict(BUILTIN_PARAMS)
     declared = {}
     for p in net.params:
         if p.name.name in declared:
             raise DSLError(f"duplicate network parameter '{p.name}'", p.name.span)
         declared[p.name.name] = p
-        env[p.name.name] = evaluate(p.value, env)
     for key, value in overrides.items():
-        if key not in env:
-            known = ", ".join(env)
+        if key not in env and key not in declared:
+            known = ", ".join([*env, *declared])
             raise DSLError(f"--set {key}={value}: the network has no parameter '{key}'"
-                           f"{did_you_mean(key, env)} (parameters: {known})")
-        env[key] = int(value)
+                           f"{did_you_mean(key, [*env, *declared])} (parameters: {known})")
+    env.update({k: int(v) for k, v in overrides.items() if k in env})
+    for name, p in declared.items():
+        env[name] = int(overrides[name]) if name in overrides else evaluate(p.value, env)
     for key, value in env.items():
-        if value <= 0:
+        if value < 0:
             span = declared[key].value.span if key in declared and key not in overrides else None
-            raise DSLError(f"network parameter '{key}' must be a positive integer, got {value}",
-                           span)
+            raise DSLError(f"network parameter '{key}' must not be negative, got {value}", span)
+    for key in BUILTIN_PARAMS:
+        if env[key] <= 0:
+            raise DSLError(f"network parameter '{key}' must be positive, got {env[key]}",
+                           declared[key].value.span if key in declared else None)
     return env
 
 
@@ -243,12 +248,15 @@ def _groups(cells: list[CellIR], space: ResolvedSpace) -> tuple[AlphaGroup, ...]
     for name, members in by_group.items():
         first = members[0]
         for other in members[1:]:
-            if [(e.src, e.dst, e.candidates) for e in other.edges] != \
-               [(e.src, e.dst, e.candidates) for e in first.edges]:
-                share = space.cells[other.name].stmts.get("share")
+            same_edges = [(e.src, e.dst, e.candidates) for e in other.edges] == \
+                         [(e.src, e.dst, e.candidates) for e in first.edges]
+            if not same_edges or other.derive != first.derive:
+                what = "edges or candidates" if not same_edges else "derivation rules"
+                odef = space.cells[other.name]
+                share = odef.stmts.get("share") or space.cells[first.name].stmts.get("share")
                 raise DSLError(f"cells '{first.name}' and '{other.name}' share the architecture "
-                               f"parameters '{name}' but have different edges or candidates",
-                               share.span if share else None)
+                               f"parameters '{name}' but have different {what}",
+                               share.span if share else odef.name.span)
         groups.append(AlphaGroup(name, first.name, first.alpha_shape,
                                  tuple(c.name for c in members)))
     return tuple(groups)

@@ -126,7 +126,8 @@ class Decorrelation(Discretizer):
         return torch.sort(-w_row[:n].detach().cpu().double(), stable=True).indices.tolist()
 
     @torch.no_grad()
-    def scores(self, supernet, weights: dict[str, torch.Tensor], batches: Iterable) -> dict[str, torch.Tensor]:
+    def scores(self, supernet, weights: dict[str, torch.Tensor],
+               batches: Iterable) -> dict[str, torch.Tensor]:
         """Per group, the (E, K) scores averaged over batches and cells (-inf: never scored)."""
         ir = supernet.ir
         sums = {g.name: torch.zeros(g.shape, dtype=torch.float64) for g in ir.groups}

@@ -105,7 +105,8 @@ class Dirichlet(Relaxation):
     def sample(self, eta: torch.Tensor, mask: torch.Tensor, sample_shape=torch.Size()) -> torch.Tensor:
         """``rsample`` of ``Dir(ELU(η)+1)`` per row, masked columns 0 and the row renormalised."""
         c = torch.where(mask, self.concentration(eta), torch.ones_like(eta))
-        p = torch.distributions.Dirichlet(c).rsample(torch.Size(sample_shape))
+        # validate_args=False: the argument check would sync with the device on every call
+        p = torch.distributions.Dirichlet(c, validate_args=False).rsample(torch.Size(sample_shape))
         p = p * mask
         return p / p.sum(-1, keepdim=True)
 
@@ -170,7 +171,8 @@ class SoftmaxBeta(Relaxation):
 
     def extra_parameters(self, supernet):
         device = next(iter(supernet.alphas.values())).device
-        return {self.key(g.name): nn.Parameter(self.init_scale * torch.randn(g.shape[0], device=device))
+        return {self.key(g.name):
+                nn.Parameter(self.init_scale * torch.randn(g.shape[0], device=device))
                 for g in supernet.ir.groups}
 
     def _destinations(self, supernet, group: str) -> tuple[torch.Tensor, int]:

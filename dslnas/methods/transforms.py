@@ -29,7 +29,9 @@ Transforms:
 ``progressive(K=[...], keep=[...], epochs=[...], warmup=10, rescale=False, seed=None)``  DrNAS:
     stage s uses partial channels ``K[s]`` (no β) and keeps ``keep[s]`` ops per edge for
     ``epochs[s]`` epochs; the architecture is frozen for the first ``warmup`` epochs of each stage
-    (:meth:`Progressive.arch_frozen`). :meth:`Progressive.advance` moves to the next stage: prune
+    (:meth:`Progressive.arch_frozen`). Stage 0 keeps every op (``keep[0]`` smaller than an
+    edge's candidate count only warns: nothing is learned yet to prune by).
+    :meth:`Progressive.advance` moves to the next stage: prune
     every edge to its top ``keep`` ops by strength (= η order for DrNAS; ties keep the lower
     column), which sets the supernet's mask (the relaxations give masked ops weight exactly 0 and
     renormalise) and the edges' ``active`` flags (pruned ops are not run); then widen every op
@@ -42,6 +44,7 @@ Transforms:
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import torch
@@ -153,7 +156,8 @@ class RandomFeatures(Transform):
             p.requires_grad_(bool(kinds.get(id(p), set()) & set(self.kinds)))
 
     def __repr__(self) -> str:
-        return f"RandomFeatures(trainable={list(self.kinds)}, init={self.init!r}, track_stats={self.track_stats})"
+        return (f"RandomFeatures(trainable={list(self.kinds)}, init={self.init!r}, "
+                f"track_stats={self.track_stats})")
 
 
 # ---- progressive (DrNAS) ------------------------------------------------------------------
@@ -241,8 +245,10 @@ class Progressive(Transform):
             self.stage = stage
         widest = max(len(e.candidates) for _, _, e in search_edges(supernet))
         if self.stage == 0 and self.keep[0] < widest:
-            raise ValueError(f"progressive: keep[0]={self.keep[0]} would prune before any training "
-                             f"(the widest edge has {widest} candidates); pruning happens in advance()")
+            # DrNAS' DARTS setting keeps 7 = all of its ops (no `none`); with more candidates
+            # there is nothing learned yet to prune by, so stage 0 keeps every op.
+            warnings.warn(f"progressive: keep[0]={self.keep[0]} < {widest} candidates; stage 0 "
+                          f"keeps all ops (pruning happens in advance())", stacklevel=2)
         for _, _, e in search_edges(supernet):
             if not isinstance(e, PartialMixedEdge):
                 raise TypeError("progressive needs PartialMixedEdge edges: build with build_kwargs()")
@@ -252,7 +258,8 @@ class Progressive(Transform):
         sync_masks(supernet)
 
     # -- stage switch
-    def prune(self, supernet, strengths: dict[str, torch.Tensor] | None, keep: int) -> dict[str, torch.Tensor]:
+    def prune(self, supernet, strengths: dict[str, torch.Tensor] | None,
+              keep: int) -> dict[str, torch.Tensor]:
         """Keep the top ``keep`` ops of every edge; returns the new mask per group."""
         if strengths is None:
             from ..supernet.network import masked_softmax

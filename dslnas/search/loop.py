@@ -83,80 +83,25 @@ class Parts:
     discretizer: Any
 
 
-def _import_factory(module: str, name: str):
-    """``dslnas.methods.<module>.<name>``, or None when that module does not exist (yet)."""
-    import importlib
-    try:
-        mod = importlib.import_module(f"dslnas.methods.{module}")
-    except ModuleNotFoundError as e:
-        if e.name == f"dslnas.methods.{module}":
-            return None
-        raise
-    return getattr(mod, name)
-
-
 def make_parts(method: MethodSpec) -> Parts:
     """Instantiate the parts of ``method``; raise :class:`MethodError` for anything wrong."""
-    def call(factory, fallback, arg, what):
+    from ..methods.discretizers import make_discretizer
+    from ..methods.relaxations import make_relaxation
+    from ..methods.transforms import make_transforms
+
+    def call(factory, arg, what):
         try:
-            return (factory or fallback)(arg)
-        except MethodError:
-            raise
+            return factory(arg)
         except (KeyError, TypeError, ValueError) as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else e
             raise MethodError(f"method {method.name!r}: {what}: {msg}") from None
 
-    relaxation = call(_import_factory("relaxations", "make_relaxation"), _fallback_relaxation,
-                      method.relaxation, f"relaxation {method.relaxation}")
-    transforms = call(_import_factory("transforms", "make_transforms"), _fallback_transforms,
-                      tuple(method.transforms),
+    relaxation = call(make_relaxation, method.relaxation, f"relaxation {method.relaxation}")
+    transforms = call(make_transforms, tuple(method.transforms),
                       "transforms " + (", ".join(map(str, method.transforms)) or "-"))
-    discretizer = call(_import_factory("discretizers", "make_discretizer"), _fallback_discretizer,
-                       method.discretizer, f"discretizer {method.discretizer}")
+    discretizer = call(make_discretizer, method.discretizer, f"discretizer {method.discretizer}")
     return Parts(relaxation, make_hypergradient(method.hypergradient), list(transforms),
                  discretizer)
-
-
-# ---- fallbacks while dslnas.methods.{relaxations,transforms,discretizers} are missing -------
-
-class _SoftmaxRelaxation:
-    """DARTS' relaxation: softmax over each edge's real candidates; no extra parameters."""
-
-    def extra_parameters(self, supernet):
-        return {}
-
-    def weights(self, supernet, extra):
-        return supernet.softmax_weights()
-
-    def strengths(self, supernet, extra):
-        return {k: v.detach() for k, v in supernet.softmax_weights().items()}
-
-    def regulariser(self, supernet, extra):
-        return None
-
-
-def _fallback_relaxation(part: Part):
-    if part.name != "softmax" or part.options:
-        raise MethodError(f"relaxation {part} needs dslnas.methods.relaxations, which is missing")
-    return _SoftmaxRelaxation()
-
-
-def _fallback_transforms(parts):
-    if parts:
-        raise MethodError(f"transforms {', '.join(map(str, parts))} need "
-                          f"dslnas.methods.transforms, which is missing")
-    return []
-
-
-class _RuleDiscretizer:
-    def __call__(self, ir, supernet, relaxation, extra, batches):
-        return derive(ir, relaxation.strengths(supernet, extra), normalise="none")
-
-
-def _fallback_discretizer(part: Part):
-    if part.name != "rule" or part.options:
-        raise MethodError(f"discretizer {part} needs dslnas.methods.discretizers, which is missing")
-    return _RuleDiscretizer()
 
 
 # ============================================================================================
@@ -227,43 +172,44 @@ def _as_dict(extra) -> dict[str, torch.Tensor]:
     return {str(i): p for i, p in enumerate(extra)}
 
 
-def _build_supernet(ir: SpaceIR, parts: Parts):
+def _build_supernet(ir: SpaceIR, parts: Parts, stages: list | None = None):
+    """Build with the transforms' keyword arguments and let them prepare the supernet.
+    ``stages``: per transform, the stage to build at (a resumed DrNAS progressive run)."""
+    from ..methods.transforms import merge_build_kwargs
     from ..supernet.network import build
-    kwargs: dict[str, Any] = {}
-    for t in parts.transforms:
-        kw = t.build_kwargs() if hasattr(t, "build_kwargs") else {}
-        clash = set(kw) & set(kwargs)
-        if clash:
-            raise MethodError(f"transforms disagree on {', '.join(sorted(clash))}")
-        kwargs.update(kw)
+    for t, stage in zip(parts.transforms, stages or []):
+        if stage is not None and hasattr(t, "stage"):
+            t.stage = int(stage)
     try:
-        net = build(ir, **kwargs)
+        net = build(ir, **merge_build_kwargs(parts.transforms))
         for t in parts.transforms:
-            if hasattr(t, "prepare"):
-                t.prepare(net)
-    except MethodError:
-        raise
+            t.prepare(net)
     except (ValueError, KeyError, TypeError, AssertionError) as e:
-        raise MethodError(f"the method does not fit space {ir.name!r}: {e}") from None
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise MethodError(f"the method does not fit space {ir.name!r}: {msg}") from None
     return net
+
+
+def _stages(transforms) -> list:
+    return [getattr(t, "stage", None) for t in transforms]
 
 
 def check_method(ir: SpaceIR, method: MethodSpec) -> None:
     """Raise :class:`MethodError` unless ``method`` builds a supernet of ``ir`` (CPU, discarded).
 
     Checks the parts exist and their options are valid, the transforms fit the space (e.g. K
-    divides the widths), and the discretizer can derive a genotype of this space."""
+    divides the widths), and the relaxation's strengths give a genotype of this space."""
     parts = make_parts(method)
     rng = torch.get_rng_state()
     try:
         net = _build_supernet(ir, parts)
         extra = _as_dict(parts.relaxation.extra_parameters(net))
-        strengths = parts.relaxation.strengths(net, extra)
-        derive(ir, {k: v.detach() for k, v in strengths.items()}, normalise="none")
+        parts.relaxation.genotype(net, extra)
     except (ValueError, KeyError, TypeError) as e:
         if isinstance(e, MethodError):
             raise
-        raise MethodError(f"method {method.name!r} does not fit space {ir.name!r}: {e}") from None
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise MethodError(f"method {method.name!r} does not fit space {ir.name!r}: {msg}") from None
     finally:
         torch.set_rng_state(rng)
 
@@ -297,7 +243,8 @@ class Searcher:
     """
 
     def __init__(self, ir: SpaceIR, method: MethodSpec, *, device: str | torch.device = "cpu",
-                 seed: int = 0, deterministic: bool = False, channels_last: bool = False):
+                 seed: int = 0, deterministic: bool = False, channels_last: bool = False,
+                 stages: list | None = None):
         self.ir = ir
         self.method = method
         self.schedule = method.schedule
@@ -311,7 +258,7 @@ class Searcher:
         self.hypergradient = self.parts.hypergradient
         self.transforms = self.parts.transforms
         self.discretizer = self.parts.discretizer
-        self.supernet = _build_supernet(ir, self.parts)
+        self.supernet = _build_supernet(ir, self.parts, stages)
         if deterministic and self.device.type == "cuda":
             _deterministic_pooling(self.supernet)
         self.supernet.to(self.device)
@@ -335,16 +282,11 @@ class Searcher:
 
     # ---- parameters and optimisers --------------------------------------------------------
     def _trainable_weights(self) -> list[nn.Parameter]:
+        from ..methods.transforms import trainable_parameters
         arch_ids = {id(p) for p in self.supernet.arch_parameters()}
         arch_ids |= {id(p) for p in self.extra.values()}
-        candidates = [p for p in self.supernet.weight_parameters() if id(p) not in arch_ids]
-        for t in self.transforms:
-            if hasattr(t, "trainable"):
-                keep = {id(p) for p in t.trainable(self.supernet)}
-                for p in candidates:
-                    if id(p) not in keep:
-                        p.requires_grad_(False)
-        return [p for p in candidates if p.requires_grad]
+        return [p for p in trainable_parameters(self.transforms, self.supernet)
+                if id(p) not in arch_ids]
 
     def _build_optimisers(self) -> None:
         s = self.schedule
@@ -356,7 +298,8 @@ class Searcher:
             raise MethodError("the method leaves no supernet weight to train")
         w_kw = dict(lr=s.w_lr, momentum=s.w_momentum, nesterov=s.w_nesterov and s.w_momentum > 0,
                     weight_decay=s.w_weight_decay)
-        a_kw = dict(lr=s.a_lr, betas=tuple(s.a_betas), weight_decay=s.a_weight_decay)
+        a_kw = dict(lr=s.a_lr, betas=tuple(s.a_betas),
+                    weight_decay=self.relaxation.arch_weight_decay(s.a_weight_decay))
         self.w_opt = _optimizer(torch.optim.SGD, self.weights, self.device, w_kw)
         self.a_opt = _optimizer(torch.optim.Adam, self.arch, self.device, a_kw)
 
@@ -382,8 +325,7 @@ class Searcher:
         if self._record_val:                 # the first val forward of an arch step
             self._record_val = False
             self._accumulate(2, loss, logits, y)
-        reg = self.relaxation.regulariser(self.supernet, self.extra) \
-            if hasattr(self.relaxation, "regulariser") else None
+        reg = self.relaxation.regulariser(self.supernet, self.extra)
         return loss if reg is None else loss + reg
 
     def _accumulate(self, slot: int, loss: torch.Tensor, logits: torch.Tensor,
@@ -438,8 +380,9 @@ class Searcher:
         T = max(1, int(s.inner_steps))
         arch_first = s.order == "arch_first"
         self.supernet.train()
-        for i, (xt, yt, xv, yv) in enumerate(data):
-            do_arch = not frozen and (i % T == T - 1)
+        for xt, yt, xv, yv in data:
+            # every T-th weight step overall (iDARTS-Zhang's inner loop runs across epochs)
+            do_arch = not frozen and (self.global_step % T == T - 1)
             if do_arch and arch_first:
                 self.arch_step((xt, yt), (xv, yv))
             self.weight_step(xt, yt)
@@ -465,15 +408,26 @@ class Searcher:
 
     # ---- transforms with stages (DrNAS progressive) ---------------------------------------
     def begin_epoch(self) -> None:
-        """Let stage transforms act at an epoch start; rebuild the optimisers if they changed
-        the parameters (carrying optimiser state is the transform's business)."""
+        """Move stage transforms to the stage of this epoch (DrNAS: prune, widen, carry the
+        momentum buffers in place), then re-read the trainable weights."""
         changed = False
         for t in self.transforms:
-            hook = getattr(t, "begin_epoch", None)
-            if hook is not None:
-                changed |= bool(hook(self.epoch, self))
+            if not (hasattr(t, "advance") and hasattr(t, "stage_at")):
+                continue
+            while t.stage < t.stage_at(self.epoch):
+                t.advance(self.supernet, self.w_opt,
+                          strengths=self.relaxation.strengths(self.supernet, self.extra))
+                changed = True
         if changed:
-            self.rebuild_optimisers()
+            if self.channels_last:
+                self.supernet.to(memory_format=torch.channels_last)
+            self.weights = self._trainable_weights()
+            in_opt = {id(p) for g in self.w_opt.param_groups for p in g["params"]}
+            if in_opt != {id(p) for p in self.weights}:
+                raise SearchError("a stage change left the weight optimiser out of step with "
+                                  "the supernet's trainable weights")
+            self.problem = hg.Bilevel(self.weights, self.arch, self._train_loss, self._val_loss,
+                                      self.w_opt)
 
     def rebuild_optimisers(self, w_state: dict | None = None, a_state: dict | None = None,
                            sched_state: dict | None = None) -> None:
@@ -498,6 +452,9 @@ class Searcher:
                                   self.w_opt)
 
     # ---- deriving -------------------------------------------------------------------------
+    def _discretizer_batches(self) -> int:
+        return int(getattr(self.discretizer, "batches", 4))
+
     def strengths(self) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             return {k: v.detach().float().cpu()
@@ -507,11 +464,15 @@ class Searcher:
         return {k: v.detach().cpu().clone() for k, v in self.supernet.alphas.items()}
 
     def genotype(self, data: SearchData | None = None) -> Genotype:
-        batches = _heldout_batches(data) if data is not None else iter(())
+        batches = None
+        if getattr(self.discretizer, "needs_data", False):
+            if data is None:
+                raise SearchError(f"discretizer {self.method.discretizer} needs data")
+            batches = _heldout_batches(data, self._discretizer_batches())
         was_training = self.supernet.training
         try:
             with torch.no_grad():
-                g = self.discretizer(self.ir, self.supernet, self.relaxation, self.extra, batches)
+                g = self.discretizer.derive(self.supernet, self.relaxation, self.extra, batches)
         except GenotypeError as e:
             raise SearchError(f"cannot derive a genotype after epoch {self.epoch}: {e}; the "
                               f"search diverged (try a lower w_lr or a_lr)") from None
@@ -535,10 +496,7 @@ class Searcher:
             "w_opt": self.w_opt.state_dict(),
             "a_opt": self.a_opt.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "transforms": [t.state_dict() if hasattr(t, "state_dict") else None
-                           for t in self.transforms],
-            "relaxation": (self.relaxation.state_dict()
-                           if hasattr(self.relaxation, "state_dict") else None),
+            "stages": _stages(self.transforms),
             "data": data.state_dict() if data is not None else None,
             "rng": ckpt.rng_state(),
         }
@@ -553,13 +511,10 @@ class Searcher:
             if state.get(key) != mine:
                 raise ckpt.CheckpointError(f"{where} belongs to {key} {state.get(key)!r}, "
                                            f"not {mine!r}")
+        if list(state.get("stages") or []) != _stages(self.transforms):
+            raise ckpt.CheckpointError(f"{where} is at transform stages {state.get('stages')}, "
+                                       f"but the supernet was built at {_stages(self.transforms)}")
         try:
-            # stage transforms first: they reshape the supernet to the checkpoint's stage
-            for t, ts in zip(self.transforms, state.get("transforms") or []):
-                if ts is not None and hasattr(t, "load_state_dict"):
-                    t.load_state_dict(ts, self)
-            if state.get("relaxation") is not None and hasattr(self.relaxation, "load_state_dict"):
-                self.relaxation.load_state_dict(state["relaxation"])
             self.supernet.load_state_dict(state["supernet"])
             with torch.no_grad():
                 for k, v in (state.get("extra") or {}).items():
@@ -575,7 +530,7 @@ class Searcher:
         ckpt.set_rng_state(state["rng"])
 
 
-def _heldout_batches(data: SearchData, n: int = 8) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _heldout_batches(data: SearchData, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The first ``n`` batches of the val split, in order and without augmentation (no RNG is
     used, so deriving a genotype does not change the search's random stream)."""
     val = data.val
@@ -642,8 +597,14 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
     device = torch.device(device)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     with _determinism(deterministic, device):
+        stages = resume_state.get("stages") if resume_state is not None else None
         s = Searcher(ir, method, device=device, seed=seed, deterministic=deterministic,
-                     channels_last=channels_last)
+                     channels_last=channels_last, stages=stages)
+        for t in s.transforms:
+            total = getattr(t, "total_epochs", None)
+            if total is not None and total != method.schedule.epochs and resume_state is None:
+                log(f"note: {t!r} has stages over {total} epochs, the schedule "
+                    f"{method.schedule.epochs}; stages past the last epoch never start")
         history: list[dict] = []
         if resume_state is not None:
             s.load_state_dict(resume_state, data, where=str(run.checkpoint_path))

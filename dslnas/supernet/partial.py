@@ -77,6 +77,7 @@ class PartialMixedEdge(nn.Module):
         # ceil_mode: same as MaxPool2d(2, 2) on even sizes, and the ops' ceil(H/2) on odd ones
         self.bypass = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 else nn.Identity()
         self.register_buffer("active", torch.ones(len(candidates), dtype=torch.bool))
+        self.register_buffer("_active_index", torch.arange(len(candidates)), persistent=False)
         self._refresh()
 
     @property
@@ -91,7 +92,7 @@ class PartialMixedEdge(nn.Module):
         act = [bool(a) for a in self.active.tolist()]
         self._active = tuple(k for k, a in enumerate(act) if a)
         self._all_active = all(act)
-        self._active_index = torch.tensor(self._active, dtype=torch.long)
+        self._active_index = torch.tensor(self._active, dtype=torch.long, device=self.active.device)
 
     def set_active(self, active: Iterable[bool] | torch.Tensor) -> None:
         """Which candidates run; inactive ones are skipped (their weight must be 0)."""
@@ -124,7 +125,7 @@ class PartialMixedEdge(nn.Module):
         if self._all_active:
             mass = w[: len(self.ops)].sum()
         else:
-            mass = w.index_select(0, self._active_index.to(w.device)).sum()
+            mass = w.index_select(0, self._active_index).sum()
         rest = self.bypass(x[:, self.C_part:]) * mass
         return channel_shuffle(torch.cat([out, rest], dim=1), self.K)
 
@@ -184,6 +185,7 @@ class ChannelMaps:
     def __init__(self, generator: torch.Generator | None = None):
         self.generator = generator
         self.maps: dict[tuple[int, int], torch.Tensor] = {}
+        self.out_map: torch.Tensor | None = None   # set when an op's output is not one size map
 
     def get(self, n_old: int, n_new: int) -> torch.Tensor:
         if n_new < n_old:
@@ -256,7 +258,7 @@ def _widen_module(old: nn.Module, new: nn.Module, maps: ChannelMaps, rescale: bo
         cat = torch.cat([m[0], h_old[0] + m[1]])
         bn_fixed = {n: {0: cat} for n in ("weight", "bias", "running_mean", "running_var")}
         _copy_tensors(old.bn, new.bn, maps, rescale, pairs, bn_fixed)
-        maps.maps[("factorized_reduce_out", old.C_out)] = cat
+        maps.out_map = cat
         return
     _copy_tensors(old, new, maps, rescale, pairs)
     for (name, co), (name2, cn) in zip(old.named_children(), new.named_children()):
@@ -285,7 +287,7 @@ def widen_op(old: nn.Module, new: nn.Module, generator: torch.Generator | None =
     pairs: list = []
     _widen_module(old, new, maps, rescale, pairs)
     in_map = maps.maps.get((C_old, C_new)) if C_old else None
-    out_map = maps.maps.get(("factorized_reduce_out", C_old), in_map)
+    out_map = maps.out_map if maps.out_map is not None else in_map
     return pairs, in_map, out_map
 
 
