@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("genotype", help="a JSON file, an NB201 string or DARTS Genotype(...) text")
     r.add_argument("-o", "--output", required=True, help="FILE.svg | .png | .pdf | .dot")
     r.set_defaults(func=cmd_render)
+
+    from .search.commands import add_commands
+    add_commands(sub)
     return p
 
 

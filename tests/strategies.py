@@ -123,6 +123,10 @@ def cell_specs(draw, name: str, space_ops, *, max_nodes: int = 4, max_inputs: in
                                  tuple(I(o) for o in ops)))
 
     derive = draw(st.sampled_from([None, ("argmax", None), ("top", 1), ("top", 2), ("top", 3)]))
+    only_none = any(all(set(candidates[e]) <= {"none"} for e in edges if e[1] == d)
+                    for d in range(n_inputs, total))
+    if derive is not None and derive[0] == "top" and only_none:
+        derive = ("argmax", None)   # `derive top` needs a non-`none` candidate into every node
     if derive is not None:
         k = None if derive[1] is None else ast.Int(derive[1])
         stmts.append(ast.Derive(I(derive[0]), k))

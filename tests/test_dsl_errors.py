@@ -388,6 +388,18 @@ def test_nonpositive_network_parameter(nas):
     check(err, 4, 20, "network parameter 'L' must not be negative, got -1")
 
 
+def test_derive_top_with_only_none_into_a_node(nas):
+    err = nas(space("ops [none]\n", "cell a(inputs 1, nodes 1) {\n  derive top 1\n}\n", NET))
+    check(err, 4, 3, "every edge into node 1 of cell 'a' has only `none`")
+
+
+def test_shared_group_with_different_derive_rules(nas):
+    err = nas(space(OPS, "cell a(inputs 1, nodes 1) {\n  derive top 1\n}\n"
+                         "cell b(inputs 1, nodes 1) {\n  share a\n}\n",
+                    net("a(C)", "b(C)")))
+    check(err, 7, 3, "share the architecture parameters 'a' but have different derivation rules")
+
+
 def test_derive_top_zero(nas):
     err = nas(space(OPS, "cell a(inputs 1, nodes 1) {\n  derive top 0\n}\n", NET))
     check(err, 4, 14, "keeps at least 1 input per node, got 0")

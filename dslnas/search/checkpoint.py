@@ -91,12 +91,12 @@ def load(path: str | os.PathLike, map_location: str | torch.device | None = "cpu
         raise CheckpointError(f"no checkpoint at {path}") from None
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if not MAGIC.startswith(data[:len(MAGIC)]):
+        raise CheckpointError(f"{path} is not a dslnas checkpoint (bad magic bytes)")
     if len(data) < _HEADER.size:
         raise CheckpointError(f"checkpoint {path} is truncated ({len(data)} bytes, not even a "
                               f"header); the run cannot be resumed from it")
-    magic, version, length, digest = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise CheckpointError(f"{path} is not a dslnas checkpoint (bad magic bytes)")
+    _magic, version, length, digest = _HEADER.unpack_from(data)
     if version != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format version {version}; this dslnas "
                               f"reads version {FORMAT_VERSION}")

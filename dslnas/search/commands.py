@@ -21,6 +21,7 @@ __all__ = ["add_commands", "resolve_method", "method_from_dict", "method_to_dict
            "split_sets", "SET_HELP"]
 
 DEFAULT_DATA = "~/.cache/dslnas/data"
+DATASET_SHAPES = {"cifar10": (3, 10), "cifar100": (3, 100), "digits": (3, 10)}  # channels, classes
 
 SET_HELP = """\
 --set KEY=VALUE (repeatable) is read by this rule, first match wins:
@@ -511,19 +512,29 @@ def _search(args) -> int:
             epochs=args.epochs, batch_size=args.batch_size, split=args.split)
         norm = "nb201" if family == "nb201" else "darts"
         bench_path = args.benchmark
-    device = _device(args.device)
-    if bench_path:          # fail early, before the dataset is loaded
-        _load_benchmark(bench_path, ir0 if not args.resume else ir)
+        # the network's input and output follow the dataset unless the user set them
+        channels, classes = DATASET_SHAPES[dataset]
+        for key, want in (("in_channels", channels), ("classes", classes)):
+            if network.get(key, want) != want:
+                raise _user_error(f"--set {key}={network[key]}: dataset {dataset} has {want}")
+        network = {"in_channels": channels, "classes": classes, **network}
+        ir = compile_file(space_file, network)
+        check_method(ir, method)            # before the (maybe long) data loading
+    # a resumed run keeps its device unless told otherwise (the data streams' generator states
+    # are per device type)
+    device = _device(args.device or (config.get("device") if args.resume else None))
+    benchmark = _load_benchmark(bench_path, ir)     # fail early, before the data is loaded
+    if args.out and Path(args.out).exists() and (
+            not Path(args.out).is_dir() or any(Path(args.out).iterdir())):
+        RunDir.create(args.out, space=ir.name, method=method.name, seed=seed)   # raises
 
     ds = load_dataset(dataset, Path(root).expanduser(), norm=norm,
                       download=not args.no_download)
-    if not args.resume:
-        # the network's input and output follow the dataset unless the user set them
-        network = {"in_channels": ds.in_channels, "classes": ds.num_classes, **network}
-        ir = compile_file(space_file, network)
-        check_method(ir, method)
-    benchmark = _load_benchmark(bench_path, ir)
-    channels_last = device == "cuda"
+    if (ds.in_channels, ds.num_classes) != DATASET_SHAPES[ds.name]:
+        raise _user_error(f"dataset {ds.name}: unexpected {ds.in_channels} channels and "
+                          f"{ds.num_classes} classes")
+    # channels-last measured no faster on an H100 (the NB201 step is launch-bound), so off
+    channels_last = False
     data = SearchData.from_dataset(ds, batch_size=method.schedule.batch_size, device=device,
                                    split=method.schedule.split, split_seed=0, seed=seed,
                                    subset=subset, channels_last=channels_last)

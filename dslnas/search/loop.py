@@ -29,7 +29,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import attrs
 import numpy as np
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..genotype import Genotype, GenotypeError, derive, to_dict, to_nb201_string
+from ..genotype import Genotype, GenotypeError, to_dict, to_nb201_string
 from ..ir.model import SpaceIR
 from ..methods import hypergrad as hg
 from ..methods.spec import MethodSpec, Part
@@ -199,10 +199,13 @@ def check_method(ir: SpaceIR, method: MethodSpec) -> None:
 
     Checks the parts exist and their options are valid, the transforms fit the space (e.g. K
     divides the widths), and the relaxation's strengths give a genotype of this space."""
+    import warnings
     parts = make_parts(method)
     rng = torch.get_rng_state()
     try:
-        net = _build_supernet(ir, parts)
+        with warnings.catch_warnings():     # the real build warns once more, in the run
+            warnings.simplefilter("ignore")
+            net = _build_supernet(ir, parts)
         extra = _as_dict(parts.relaxation.extra_parameters(net))
         parts.relaxation.genotype(net, extra)
     except (ValueError, KeyError, TypeError) as e:

@@ -241,7 +241,13 @@ class RunDir:
                 written["dot"] = dot
             print(f"note: {e}", file=sys.stderr)
         except Exception as e:                          # noqa: BLE001 - a drawing never fails a run
-            print(f"note: could not draw the genotype ({type(e).__name__}: {e})", file=sys.stderr)
+            try:
+                self._write_text("genotype.dot", genotype_dot(genotype))
+                written["dot"] = self.path / "genotype.dot"
+            except RunDirError:
+                pass
+            print(f"note: could not draw the genotype ({type(e).__name__}: {e}); wrote "
+                  f"genotype.dot instead", file=sys.stderr)
         return written
 
     def write_summary(self, summary: dict) -> None:

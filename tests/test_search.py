@@ -1,0 +1,330 @@
+"""The search loop, run directory, checkpoints and the `search`/`methods`/`evaluate` commands.
+
+Everything runs on CPU with the offline `digits` set and NB201 at C=4, N=1 on a 64-image subset
+(2 steps per epoch at batch 16), so the whole file stays fast.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import attrs
+import pytest
+import torch
+
+from dslnas import cli
+from dslnas.genotype import from_json, to_nb201_string
+from dslnas.ir.lower import compile_file
+from dslnas.methods.spec import METHODS, get_method
+from dslnas.search import checkpoint as ckpt
+
+SPACES = Path(__file__).resolve().parents[1] / "spaces"
+NB201 = SPACES / "nb201.nas"
+OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
+_CLI_BUILD_PARSER = cli.build_parser     # as dslnas/cli.py defines it, before any patching
+TINY = ["--dataset", "digits", "--set", "C=4", "--set", "N=1", "--subset", "64",
+        "--batch-size", "16", "--no-progress"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _search_commands_registered():
+    """Until dslnas/cli.py calls add_commands itself, add the commands to its parser."""
+    build = cli.build_parser
+
+    def build_parser():
+        p = build()
+        sub = next(a for a in p._actions if a.dest == "command")
+        if "search" not in sub.choices:
+            from dslnas.search.commands import add_commands
+            add_commands(sub)
+        return p
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "build_parser", build_parser)
+        yield
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def search(capsys, out_dir, *extra, method="darts", epochs=1):
+    return run(capsys, "search", NB201, "--method", method, "--epochs", epochs, *TINY,
+               "--out", out_dir, *extra)
+
+
+@pytest.fixture(scope="session")
+def table(tmp_path_factory) -> Path:
+    """A fake NB201 table with every one of the 15,625 architectures."""
+    path = tmp_path_factory.mktemp("bench") / "nb201.csv"
+    rows = ["arch,cifar10,cifar100"]
+    for i, ops in enumerate(itertools.product(OPS, repeat=6)):
+        a = ops
+        arch = f"|{a[0]}~0|+|{a[1]}~0|{a[2]}~1|+|{a[3]}~0|{a[4]}~1|{a[5]}~2|"
+        rows.append(f"{arch},{i % 100 + 0.5},{i % 50 + 0.25}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def two_epoch_run(tmp_path_factory, table):
+    """One 2-epoch search with a benchmark table, shared by the run-directory tests."""
+    out = tmp_path_factory.mktemp("runs") / "run"
+    code = cli.main(["search", str(NB201), "--method", "darts", "--epochs", "2", *TINY,
+                     "--benchmark", str(table), "--out", str(out)])
+    assert code == 0
+    return out
+
+
+# ---- the run directory ----------------------------------------------------------------------
+
+def test_run_directory_has_every_file_with_the_right_structure(two_epoch_run):
+    run = two_epoch_run
+    config = json.loads((run / "config.json").read_text())
+    assert config["space"]["space"] == "nb201" and config["space"]["params"]["C"] == 4
+    assert config["method"]["name"] == "darts"
+    assert config["method"]["schedule"]["epochs"] == 2            # the resolved schedule
+    assert config["method"]["schedule"]["w_nesterov"] is True     # NB201 family defaults
+    assert config["overrides"]["network"] == {"in_channels": 3, "classes": 10, "C": 4, "N": 1}
+    assert set(config["versions"]) >= {"torch", "python", "dslnas"}
+    assert config["seed"] == 0 and config["dataset"]["name"] == "digits"
+    assert config["dataset"]["train_images"] == 32 and config["device"] == "cpu"
+
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    for r in lines:
+        assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "alphas", "genotype",
+                "nb201", "benchmark", "seconds"} <= set(r)
+        assert len(r["alphas"]["cell"]) == 6 and len(r["alphas"]["cell"][0]) == 5
+        assert 0 <= r["train_acc"] <= 100 and r["train_loss"] > 0
+        assert set(r["benchmark"]) == {"cifar10", "cifar100"}
+        assert r["nb201"] == to_nb201_string(from_json(r["genotype"]))
+    assert lines[1]["lr"] < lines[0]["lr"]                        # cosine annealing
+
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    g = from_json((run / "genotype.json").read_text())
+    assert to_nb201_string(g) == lines[-1]["nb201"]
+    txt = (run / "genotype.txt").read_text()
+    assert "json:" in txt and "nb201:" in txt and lines[-1]["nb201"] in txt
+    assert (run / "genotype.svg").exists() or (run / "genotype.dot").exists()
+    state = ckpt.load(run / "checkpoint.pt")
+    assert state["epoch"] == 2 and state["method"] == "darts"
+    assert torch.equal(state["supernet"]["alphas.cell"], torch.tensor(lines[-1]["alphas"]["cell"]))
+
+
+def test_summary_names_genotype_benchmark_and_run_dir(tmp_path, capsys, table):
+    code, out, err = search(capsys, tmp_path / "r", "--benchmark", table)
+    assert code == 0
+    assert "genotype:  |" in out and "benchmark: cifar10" in out and str(tmp_path / "r") in out
+    assert "epoch 1/1 | train" in err                 # one plain line per epoch off a terminal
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_finishes_an_epoch(tmp_path, capsys, method):
+    extra = ["--set", "batches=1"] if method == "idarts-nn" else []
+    code, out, err = search(capsys, tmp_path / "r", *extra, method=method)
+    assert code == 0, err
+    rec = json.loads((tmp_path / "r" / "metrics.jsonl").read_text())
+    assert rec["epoch"] == 1 and rec["nb201"].startswith("|")
+    assert (tmp_path / "r" / "genotype.json").exists()
+
+
+# ---- resume ---------------------------------------------------------------------------------
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, capsys):
+    # DrNAS: Dirichlet samples make the run depend on every RNG state being restored
+    args = ["--method", "drnas", "--epochs", 4, "--deterministic"]
+    assert run(capsys, "search", NB201, *args, *TINY, "--out", tmp_path / "a")[0] == 0
+    code, out, _ = run(capsys, "search", NB201, *args, *TINY, "--out", tmp_path / "b",
+                       "--stop-after", 2)
+    assert code == 0 and "stopped after epoch 2" in out and "--resume" in out
+    assert not (tmp_path / "b" / "genotype.json").exists()
+    code, out, _ = run(capsys, "search", "--resume", tmp_path / "b")
+    assert code == 0 and "search finished" in out
+
+    a = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b):
+        assert ra["alphas"] == rb["alphas"] and ra["train_loss"] == rb["train_loss"]
+    assert (tmp_path / "a" / "genotype.json").read_text() == \
+        (tmp_path / "b" / "genotype.json").read_text()
+    sa, sb = ckpt.load(tmp_path / "a" / "checkpoint.pt"), ckpt.load(tmp_path / "b" / "checkpoint.pt")
+    for k, v in sa["supernet"].items():
+        assert torch.equal(v, sb["supernet"][k]), k
+
+
+def test_truncated_or_corrupt_checkpoint_exits_2_with_a_clear_message(tmp_path, capsys,
+                                                                     two_epoch_run):
+    run_dir = tmp_path / "run"
+    shutil.copytree(two_epoch_run, run_dir)
+    ck = run_dir / "checkpoint.pt"
+    data = ck.read_bytes()
+    ck.write_bytes(data[: len(data) // 2])
+    code, out, err = run(capsys, "search", "--resume", run_dir)
+    assert code == 2 and "truncated" in err and "Traceback" not in err
+
+    flipped = bytearray(data)
+    flipped[-10] ^= 0xFF
+    ck.write_bytes(bytes(flipped))
+    code, _, err = run(capsys, "search", "--resume", run_dir)
+    assert code == 2 and "corrupt" in err
+
+    ck.unlink()
+    code, _, err = run(capsys, "search", "--resume", run_dir)
+    assert code == 2 and "no checkpoint" in err
+
+
+def test_checkpoint_save_is_atomic_and_load_checks_the_header(tmp_path):
+    path = tmp_path / "c.pt"
+    ckpt.save({"x": torch.arange(3), "rng": ckpt.rng_state()}, path)
+    ckpt.save({"x": torch.arange(4)}, path)               # replaces, leaves no temp file
+    assert torch.equal(ckpt.load(path)["x"], torch.arange(4))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint at all, no")
+    with pytest.raises(ckpt.CheckpointError, match="not a dslnas checkpoint"):
+        ckpt.load(tmp_path / "bad.pt")
+
+
+# ---- user errors ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "dartz"], "unknown method 'dartz' (did you mean 'darts'?)"),
+    (["--method", "darts", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["--method", "darts", "--epochs", "-1"], "--epochs must be >= 1"),
+    (["--method", "darts", "--set", "w_lr=fast"], "schedule field w_lr: expected float"),
+    (["--method", "darts", "--set", "W=3"], "--set W: not a schedule field"),
+    (["--method", "pc-darts", "--set", "K=3"], "does not fit space 'nb201'"),
+    (["--method", "darts", "--dataset", "cifar10", "--no-download"], "CIFAR-10"),
+    (["--method", "darts", "--resume", "x"], "do not combine"),
+])
+def test_bad_values_exit_2_with_a_message(tmp_path, capsys, argv, message):
+    argv = [a if a != "x" else str(tmp_path) for a in argv]
+    extra = ["--data", tmp_path / "nodata"] if "cifar10" in argv else ["--dataset", "digits"]
+    if "--dataset" in argv and "cifar10" not in argv:
+        extra = []
+    code, _, err = run(capsys, "search", NB201, *argv, "--set", "C=4", "--set", "N=1",
+                       "--out", tmp_path / "r", *extra)
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err
+
+
+def test_out_dir_that_holds_a_run_is_refused(capsys, two_epoch_run):
+    code, _, err = search(capsys, two_epoch_run)
+    assert code == 2 and "--resume" in err
+
+
+# ---- methods, evaluate ---------------------------------------------------------------------
+
+def test_methods_lists_all_ten_with_parts_and_defaults(capsys):
+    code, out, _ = run(capsys, "methods")
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines() if line and not line.startswith(" ")
+             and not line.startswith("families")]
+    assert names == list(METHODS) and len(names) == 10
+    assert "hypergradient neumann(K=2)" in out and "partial_channels(K=4)" in out
+    code, out, _ = run(capsys, "methods", "--json")
+    data = json.loads(out)
+    assert data["idarts-ift"]["nb201"]["schedule"]["epochs"] == 30
+    assert data["pc-darts"]["darts"]["schedule"]["warmup_epochs"] == 15
+
+
+def test_evaluate_looks_a_genotype_up(tmp_path, capsys, table, two_epoch_run):
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+    code, out, _ = run(capsys, "evaluate", arch, "--benchmark", table, "--json")
+    assert code == 0 and set(json.loads(out)["accuracy"]) == {"cifar10", "cifar100"}
+    code, out, _ = run(capsys, "evaluate", two_epoch_run, "--benchmark", table)
+    assert code == 0 and "cifar10" in out
+    code, _, err = run(capsys, "evaluate", "|conv~0|", "--benchmark", table)
+    assert code == 2 and "not in the benchmark table" in err
+
+
+# ---- --set rule and method files --------------------------------------------------------------
+
+def test_set_rule_routes_schedule_network_and_part_options(capsys):
+    from dslnas.search.commands import resolve_method
+    params = {"C": 16, "N": 5, "classes": 10, "in_channels": 3}
+    m, net, _ = resolve_method("pc-darts", None, ["w_lr=0.01", "C=8", "K=2", "w_nesterov=false"],
+                               "nb201", params)
+    assert m.schedule.w_lr == 0.01 and not m.schedule.w_nesterov and net == {"C": 8}
+    assert m.transforms[0].options == {"K": 2}
+    m, _, _ = resolve_method("idarts-ift", None, ["hypergradient.K=3", "a_betas=0.9,0.99"],
+                             "nb201", params, epochs=7)
+    assert m.hypergradient.options["K"] == 3 and m.schedule.a_betas == (0.9, 0.99)
+    assert m.schedule.epochs == 7 and m.schedule.inner_steps == 4
+
+
+def test_method_file_combines_parts(tmp_path, capsys):
+    from dslnas.search.commands import resolve_method
+    spec = tmp_path / "mine.toml"
+    spec.write_text('relaxation = "softmax_beta"\n'
+                    'hypergradient = {name = "neumann", K = 1}\n'
+                    'transforms = [{name = "partial_channels", K = 2}]\n'
+                    '[schedule]\nepochs = 3\nw_lr = 0.05\n')
+    params = {"C": 16, "N": 5}
+    m, _, _ = resolve_method(None, str(spec), ["warmup_epochs=1"], "nb201", params)
+    assert m.name == "mine" and m.relaxation.name == "softmax_beta"
+    assert m.hypergradient.options == {"K": 1} and m.transforms[0].options == {"K": 2}
+    assert (m.schedule.epochs, m.schedule.w_lr, m.schedule.warmup_epochs) == (3, 0.05, 1)
+    with pytest.raises(cli.UserError, match="several parts have option 'K'"):
+        resolve_method(None, str(spec), ["K=4"], "nb201", params)
+    spec.write_text("relaxations = 'softmax'\n")
+    with pytest.raises(cli.UserError, match="unknown key"):
+        resolve_method(None, str(spec), [], "nb201", params)
+
+
+def test_a_custom_method_file_searches(tmp_path, capsys):
+    spec = tmp_path / "mine.toml"
+    spec.write_text('hypergradient = {name = "amended", damping = 0.1}\n'
+                    'transforms = ["node_norm"]\n')
+    code, out, err = run(capsys, "search", NB201, "--method-file", spec, "--epochs", 1, *TINY,
+                         "--out", tmp_path / "r")
+    assert code == 0, err
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["method"]["name"] == "mine"
+    assert config["method"]["hypergradient"] == {"name": "amended", "options": {"damping": 0.1}}
+
+
+# ---- the steps themselves -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["darts-2nd", "pc-darts"])
+def test_weight_step_leaves_alphas_and_arch_step_leaves_weights(method):
+    from dslnas.search.loop import Searcher
+    ir = compile_file(NB201, {"C": 4, "N": 1})
+    spec = get_method(method).for_family("nb201")
+    s = Searcher(ir, attrs.evolve(spec, schedule=attrs.evolve(spec.schedule, warmup_epochs=0)))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)
+    s.weight_step(x, y)                                    # momentum buffers exist from here on
+
+    arch = [p.detach().clone() for p in s.arch]
+    weights = [p.detach().clone() for p in s.weights]
+    s.weight_step(x, y)
+    assert all(torch.equal(a, p) for a, p in zip(arch, s.arch))
+    assert not all(torch.equal(w, p) for w, p in zip(weights, s.weights))
+
+    weights = [p.detach().clone() for p in s.weights]
+    s.arch_step((x, y), (x, y))
+    assert all(torch.equal(w, p) for w, p in zip(weights, s.weights))
+    assert not all(torch.equal(a, p) for a, p in zip(arch, s.arch))
+    assert len(s.arch) == (2 if method == "pc-darts" else 1)       # α, and PC-DARTS' β
+
+
+def test_warmup_freezes_the_architecture(tmp_path, capsys):
+    code, _, _ = search(capsys, tmp_path / "r", "--set", "warmup_epochs=1", epochs=2)
+    assert code == 0
+    a, b = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert a["arch_frozen"] and not b["arch_frozen"]
+    init = ckpt.load(tmp_path / "r" / "checkpoint.pt")
+    assert init["epoch"] == 2 and a["alphas"] != b["alphas"]
+
+
+def test_cli_parser_registers_the_search_commands():
+    """dslnas/cli.py must call dslnas.search.commands.add_commands on its subparsers."""
+    real = _CLI_BUILD_PARSER()
+    sub = next(a for a in real._actions if a.dest == "command")
+    assert {"search", "methods", "evaluate"} <= set(sub.choices)
