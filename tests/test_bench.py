@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED
+
 from dslnas.bench import BenchmarkError, BenchmarkTable
 from dslnas.genotype import from_nb201_string, known_genotype
 
@@ -14,7 +16,7 @@ CONV = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
         "+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|")
 MIXED = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|"
          "+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
-REAL_TABLE = Path(__file__).resolve().parents[2] / "shared/data/nb201-test-accuracy.csv"
+REAL_TABLE = SHARED / "data/nb201-test-accuracy.csv"
 
 
 def write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:

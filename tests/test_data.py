@@ -13,6 +13,8 @@ from pathlib import Path
 import attrs
 import numpy as np
 import pytest
+
+from conftest import SHARED
 import torch
 
 from dslnas.search import datasets as ds_mod
@@ -29,8 +31,8 @@ from dslnas.search.data import (
     split_indices,
 )
 
-JPEG_NPZ = Path("/work/shared/data/cifar10-jpeg.npz")
-JPEG_TOOL = Path("/work/shared/tools/cifar10_from_jpeg.py")
+JPEG_NPZ = SHARED / "data/cifar10-jpeg.npz"
+JPEG_TOOL = SHARED / "tools/cifar10_from_jpeg.py"
 
 
 @pytest.fixture(autouse=True)
