@@ -23,27 +23,8 @@ from dslnas.search import checkpoint as ckpt
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
 NB201 = SPACES / "nb201.nas"
 OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
-_CLI_BUILD_PARSER = cli.build_parser     # as dslnas/cli.py defines it, before any patching
 TINY = ["--dataset", "digits", "--set", "C=4", "--set", "N=1", "--subset", "64",
         "--batch-size", "16", "--no-progress"]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _search_commands_registered():
-    """Until dslnas/cli.py calls add_commands itself, add the commands to its parser."""
-    build = cli.build_parser
-
-    def build_parser():
-        p = build()
-        sub = next(a for a in p._actions if a.dest == "command")
-        if "search" not in sub.choices:
-            from dslnas.search.commands import add_commands
-            add_commands(sub)
-        return p
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cli, "build_parser", build_parser)
-        yield
 
 
 def run(capsys, *argv):
@@ -156,6 +137,42 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, capsys):
     sa, sb = ckpt.load(tmp_path / "a" / "checkpoint.pt"), ckpt.load(tmp_path / "b" / "checkpoint.pt")
     for k, v in sa["supernet"].items():
         assert torch.equal(v, sb["supernet"][k]), k
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp_path):
+    """SIGKILL a real search process mid-run, resume it, compare with an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "dslnas.cli", "search", str(NB201), "--method", "darts",
+            "--epochs", "8", "--deterministic", "--dataset", "digits", "--set", "C=4",
+            "--set", "N=1", "--subset", "512", "--batch-size", "16", "--no-progress"]
+    subprocess.run([*args, "--out", str(tmp_path / "a")], check=True, capture_output=True)
+    proc = subprocess.Popen([*args, "--out", str(tmp_path / "b")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "b" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(metrics.read_text().splitlines())
+    assert 2 <= done < 8 and not (tmp_path / "b" / "genotype.json").exists()
+
+    p = subprocess.run([sys.executable, "-m", "dslnas.cli", "search", "--resume",
+                        str(tmp_path / "b"), "--no-progress"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    a = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(l) for l in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in b] == list(range(1, 9))
+    assert [r["alphas"] for r in a] == [r["alphas"] for r in b]
+    assert (tmp_path / "a" / "genotype.json").read_text() == \
+        (tmp_path / "b" / "genotype.json").read_text()
 
 
 def test_truncated_or_corrupt_checkpoint_exits_2_with_a_clear_message(tmp_path, capsys,
@@ -325,6 +342,6 @@ def test_warmup_freezes_the_architecture(tmp_path, capsys):
 
 def test_cli_parser_registers_the_search_commands():
     """dslnas/cli.py must call dslnas.search.commands.add_commands on its subparsers."""
-    real = _CLI_BUILD_PARSER()
+    real = cli.build_parser()
     sub = next(a for a in real._actions if a.dest == "command")
     assert {"search", "methods", "evaluate"} <= set(sub.choices)
