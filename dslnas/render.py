@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from .dot import document, quote
 from .genotype import NONE_OP, CellGenotype, Genotype
 
 __all__ = ["RenderError", "genotype_dot", "render_genotype", "render_dot", "IMAGE_FORMATS"]
@@ -32,13 +33,6 @@ class RenderError(RuntimeError):
 
 # ---- DOT source ---------------------------------------------------------------------
 
-_STYLE = ['rankdir=LR;',
-          'node [shape=box, style="rounded,filled", fillcolor="#dbe9f6", fontname="Helvetica"];',
-          'edge [fontname="Helvetica", fontsize=10];']
-
-
-def _q(text: str) -> str:
-    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _input_label(i: int, n_inputs: int) -> str:
@@ -53,30 +47,24 @@ def _cell_lines(cg: CellGenotype, prefix: str) -> list[str]:
     nodes = cg.nodes
     n_inputs = min(nodes) if nodes else 0       # nodes below the first computed one are inputs
     sources = {s for _, s, _ in cg.edges}
-    lines = [f'{prefix}n{i} [label={_q(_input_label(i, n_inputs))}, fillcolor="#f6e3c4"];'
+    lines = [f'{prefix}n{i} [label={quote(_input_label(i, n_inputs))}, fillcolor="#f6e3c4"];'
              for i in range(n_inputs)]
     # sources that are neither inputs nor computed (malformed genotypes) still get drawn
     extra = sorted(sources - set(range(n_inputs)) - set(nodes))
     lines += [f'{prefix}n{n} [label="{n}"];' for n in list(nodes) + extra]
     out_label = "output" if len(cg.concat) <= 1 else "output (concat)"
-    lines.append(f'{prefix}out [label={_q(out_label)}, fillcolor="#d5ecd0"];')
+    lines.append(f'{prefix}out [label={quote(out_label)}, fillcolor="#d5ecd0"];')
     for op, src, dst in cg.edges:
         style = ', style=dashed, color="#999999", fontcolor="#777777"' if op == NONE_OP else ""
-        lines.append(f"{prefix}n{src} -> {prefix}n{dst} [label={_q(op)}{style}];")
+        lines.append(f"{prefix}n{src} -> {prefix}n{dst} [label={quote(op)}{style}];")
     lines += [f"{prefix}n{n} -> {prefix}out [style=dotted];" for n in cg.concat]
     return lines
 
 
 def genotype_dot(genotype: Genotype) -> str:
     """DOT source with one cluster per cell: inputs, computed nodes, output; edges labelled by op."""
-    parts = ["  " + line for line in _STYLE]
-    for cg in genotype.cells:
-        parts.append(f"  subgraph {_q('cluster_' + cg.cell)} {{")
-        parts.append(f"    label={_q(cg.cell)};")
-        parts += ["    " + line for line in _cell_lines(cg, f"{_safe(cg.cell)}_")]
-        parts.append("  }")
-    body = "\n".join(parts)
-    return f"digraph {_q(genotype.space)} {{\n{body}\n}}\n"
+    return document(genotype.space,
+                    [(cg.cell, _cell_lines(cg, f"{_safe(cg.cell)}_")) for cg in genotype.cells])
 
 
 def _safe(name: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import attrs
 
+from ..dot import STYLE, document, quote
 from .count import cell_architectures, space_architectures
 from .model import CellIR, SpaceIR
 
@@ -51,23 +52,11 @@ def _cell_lines(cell: CellIR, p: str) -> list[str]:
     return lines
 
 
-_STYLE = ['rankdir=LR;',
-          'node [shape=box, style="rounded,filled", fillcolor="#dbe9f6", fontname="Helvetica"];',
-          'edge [fontname="Helvetica", fontsize=9];']
-
-
 def cell_dot(cell: CellIR) -> str:
-    body = "\n".join("  " + l for l in _STYLE + _cell_lines(cell, ""))
-    return f'digraph "{cell.name}" {{\n{body}\n}}\n'
+    body = "\n".join("  " + l for l in (*STYLE, *_cell_lines(cell, "")))
+    return f"digraph {quote(cell.name)} {{\n{body}\n}}\n"
 
 
 def space_dot(space: SpaceIR) -> str:
     """All used cell types of a space, one cluster each."""
-    parts = ["  " + l for l in _STYLE]
-    for cell in space.used_cells:
-        parts.append(f'  subgraph "cluster_{cell.name}" {{')
-        parts.append(f'    label="{cell.name}";')
-        parts += ["    " + l for l in _cell_lines(cell, f"{cell.name}_")]
-        parts.append("  }")
-    body = "\n".join(parts)
-    return f'digraph "{space.name}" {{\n{body}\n}}\n'
+    return document(space.name, [(c.name, _cell_lines(c, f"{c.name}_")) for c in space.used_cells])

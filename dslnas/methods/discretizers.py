@@ -42,6 +42,7 @@ import torch
 from ..genotype import Genotype
 from ..supernet.partial import processed_positions
 from .relaxations import derive_from_strengths
+from .spec import instantiate
 
 __all__ = ["Discretizer", "Rule", "Decorrelation", "DISCRETIZERS", "make_discretizer",
            "decorrelation_scores"]
@@ -207,12 +208,4 @@ DISCRETIZERS = {"rule": Rule, "decorrelation": Decorrelation}
 
 
 def make_discretizer(part: Any) -> Discretizer:
-    name, options = (part, {}) if isinstance(part, str) else (part.name, dict(part.options))
-    try:
-        cls = DISCRETIZERS[name]
-    except KeyError:
-        raise KeyError(f"unknown discretizer {name!r} (known: {', '.join(DISCRETIZERS)})") from None
-    try:
-        return cls(**options)
-    except TypeError as e:
-        raise TypeError(f"discretizer {name!r}: bad options {options}: {e}") from None
+    return instantiate(part, DISCRETIZERS, "discretizer")

@@ -42,6 +42,7 @@ from torch import nn
 
 from ..genotype import Genotype, derive
 from ..supernet.network import masked_softmax
+from .spec import instantiate
 
 __all__ = ["Relaxation", "Softmax", "Dirichlet", "SoftmaxBeta", "RELAXATIONS", "make_relaxation",
            "derive_from_strengths", "edge_normalise", "dirichlet_kl"]
@@ -229,15 +230,7 @@ RELAXATIONS = {"softmax": Softmax, "dirichlet": Dirichlet, "softmax_beta": Softm
 
 def make_relaxation(part: Any) -> Relaxation:
     """A relaxation from a ``Part`` (or a bare name)."""
-    name, options = (part, {}) if isinstance(part, str) else (part.name, dict(part.options))
-    try:
-        cls = RELAXATIONS[name]
-    except KeyError:
-        raise KeyError(f"unknown relaxation {name!r} (known: {', '.join(RELAXATIONS)})") from None
-    try:
-        return cls(**options)
-    except TypeError as e:
-        raise TypeError(f"relaxation {name!r}: bad options {options}: {e}") from None
+    return instantiate(part, RELAXATIONS, "relaxation")
 
 
 def derive_from_strengths(ir, strengths: Mapping[str, torch.Tensor]) -> Genotype:

@@ -50,6 +50,19 @@ class Part:
         return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.options.items()) + ")"
 
 
+def instantiate(part: "Part | str", registry: dict, kind: str):
+    """Build the class ``registry[part.name]`` with the part's options; clear errors otherwise."""
+    name, options = (part, {}) if isinstance(part, str) else (part.name, dict(part.options))
+    try:
+        cls = registry[name]
+    except KeyError:
+        raise KeyError(f"unknown {kind} {name!r} (known: {', '.join(registry)})") from None
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise TypeError(f"{kind} {name!r}: bad options {options}: {e}") from None
+
+
 @attrs.frozen
 class MethodSpec:
     name: str

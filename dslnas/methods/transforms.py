@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from ..supernet.partial import PartialMixedEdge, partial_edge
+from .spec import instantiate
 
 __all__ = ["Transform", "PartialChannels", "NodeNorm", "RandomFeatures", "Progressive",
            "TRANSFORMS", "make_transforms", "merge_build_kwargs", "trainable_parameters",
@@ -331,18 +332,7 @@ TRANSFORMS = {"partial_channels": PartialChannels, "node_norm": NodeNorm,
 
 
 def make_transforms(parts: Iterable[Any]) -> list[Transform]:
-    out = []
-    for part in parts:
-        name, options = (part, {}) if isinstance(part, str) else (part.name, dict(part.options))
-        try:
-            cls = TRANSFORMS[name]
-        except KeyError:
-            raise KeyError(f"unknown transform {name!r} (known: {', '.join(TRANSFORMS)})") from None
-        try:
-            out.append(cls(**options))
-        except TypeError as e:
-            raise TypeError(f"transform {name!r}: bad options {options}: {e}") from None
-    return out
+    return [instantiate(part, TRANSFORMS, "transform") for part in parts]
 
 
 def merge_build_kwargs(transforms: Iterable[Transform]) -> dict[str, Any]:

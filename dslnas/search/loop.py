@@ -40,7 +40,7 @@ from torch import nn
 from ..genotype import Genotype, GenotypeError, to_dict, to_nb201_string
 from ..ir.model import SpaceIR
 from ..methods import hypergrad as hg
-from ..methods.spec import MethodSpec, Part
+from ..methods.spec import MethodSpec, Part, instantiate
 from . import checkpoint as ckpt
 from .loader import SearchData
 from .rundir import RunDir
@@ -66,13 +66,10 @@ HYPERGRADIENTS = {"first_order": hg.FirstOrder, "unrolled": hg.Unrolled,
 
 
 def make_hypergradient(part: Part):
-    cls = HYPERGRADIENTS.get(part.name)
-    if cls is None:
-        raise MethodError(f"unknown hypergradient {part.name!r} (known: {', '.join(HYPERGRADIENTS)})")
     try:
-        return cls(**part.options)
-    except (TypeError, ValueError) as e:
-        raise MethodError(f"hypergradient {part}: {e}") from None
+        return instantiate(part, HYPERGRADIENTS, "hypergradient")
+    except (KeyError, TypeError, ValueError) as e:
+        raise MethodError(str(e.args[0] if isinstance(e, KeyError) else e)) from None
 
 
 @attrs.define
