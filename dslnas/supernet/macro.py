@@ -22,13 +22,16 @@ def make_stem(b: StemBlock) -> nn.Module:
 
 def make_head(b: HeadBlock) -> nn.Module:
     layers = []
+    pooled = False
     for name in b.layers:
         if name == "bn":
-            layers.append(nn.BatchNorm2d(b.C_in))
+            # after `gap` the features are flat: a BN over them, not over maps
+            layers.append(nn.BatchNorm1d(b.C_in) if pooled else nn.BatchNorm2d(b.C_in))
         elif name == "relu":
             layers.append(nn.ReLU(inplace=False))
         elif name == "gap":
             layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            pooled = True
         elif name == "linear":
             layers.append(nn.Linear(b.C_in, b.classes))
     return nn.Sequential(*layers)
