@@ -18,13 +18,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--fused", action="store_true", help="the fused search cell")
     args = ap.parse_args()
     dev = torch.device(args.device)
     print(f"device: {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}, "
-          f"threads {torch.get_num_threads()}, batch {args.batch}")
+          f"threads {torch.get_num_threads()}, batch {args.batch}, fused {args.fused}")
     for path in args.space:
         ir = compile_file(path)
-        net = build(ir).to(dev)
+        net = build(ir, fused=args.fused).to(dev)
         x = torch.randn(args.batch, 3, 32, 32, device=dev)
         y = torch.randint(0, 10, (args.batch,), device=dev)
         times = []

@@ -146,3 +146,24 @@ def test_drop_path_spares_identity_and_drops_whole_samples():
     assert (per_sample.min(1).values == per_sample.max(1).values).all()
     drop.eval()
     assert torch.equal(drop(torch.ones(4, 2, 3, 3)), torch.ones(4, 2, 3, 3))
+
+
+def test_skipping_none_is_exact():
+    """`none` adds w*0: the supernet skips it; outputs and alpha gradients must not change."""
+    torch.manual_seed(0)
+    net = build(space("nb201", C=4, N=1))
+    x = torch.randn(4, 3, 16, 16)
+    y = net(x)
+    y.square().sum().backward()
+    grads = [a.grad.clone() for a in net.arch_parameters()]
+    for cell in (b for k, b in zip(net.net.kinds, net.net.blocks) if k == "cell"):
+        for e in cell.edges:
+            assert 0 not in e.run                     # column 0 is `none`
+            e.run = list(range(len(e.ops)))           # the unskipped reference
+    net.zero_grad()
+    y_ref = net(x)
+    y_ref.square().sum().backward()
+    assert torch.allclose(y, y_ref, atol=1e-6)
+    for g, a in zip(grads, net.arch_parameters()):
+        assert torch.allclose(g, a.grad, atol=1e-7)
+        assert g[:, 0].abs().sum() > 0                # `none` still gets its softmax gradient

@@ -20,10 +20,14 @@ class MixedEdge(nn.Module):
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False, track_running_stats=track))
             ops.append(op)
         self.ops = nn.ModuleList(ops)
+        # `none` contributes w * 0 = 0 to the sum and 0 to every gradient: skipping it is exact
+        # and saves its kernels. An edge with only `none` still runs it for the output's shape.
+        self.run = [k for k, n in enumerate(candidates) if op_kind(n) != "zero"] or [0]
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """``w``: this edge's weights, one per candidate (padding columns beyond are ignored)."""
-        out = w[0] * self.ops[0](x)
-        for k in range(1, len(self.ops)):
+        first, *rest = self.run
+        out = w[first] * self.ops[first](x)
+        for k in rest:
             out = out + w[k] * self.ops[k](x)
         return out

@@ -6,6 +6,7 @@ from torch import nn
 
 from ..ir.model import CellBlock, SpaceIR
 from .cells import DiscreteCell, DropPath, SearchCell
+from .fused import FusedSearchCell
 from .mixed import MixedEdge
 from .macro import MacroNetwork
 
@@ -16,14 +17,22 @@ class Supernet(nn.Module):
     the edge weights from outside (softmax, Dirichlet samples, ... are the method's business)."""
 
     def __init__(self, ir: SpaceIR, edge_cls=MixedEdge, node_norm: bool = False,
-                 affine: bool | None = None):
+                 affine: bool | None = None, fused: bool = False):
         super().__init__()
         self.ir = ir
         bn = ir.bn_policy
         affine = bn["affine"] if affine is None else affine   # random features need affine BN
         track, pool_bn = bn["track_stats"], bn["pool_bn"]
-        self.net = MacroNetwork(ir, lambda b: SearchCell(
-            ir.cell(b.cell), b, affine, track, pool_bn, edge_cls=edge_cls, node_norm=node_norm))
+        if fused and edge_cls is not MixedEdge:
+            raise ValueError("the fused cell batches plain mixed edges only")
+
+        def make_cell(b):
+            if fused:
+                return FusedSearchCell(ir.cell(b.cell), b, affine, track, pool_bn, node_norm)
+            return SearchCell(ir.cell(b.cell), b, affine, track, pool_bn, edge_cls=edge_cls,
+                              node_norm=node_norm)
+
+        self.net = MacroNetwork(ir, make_cell)
         self.cell_groups = [ir.cell(name).group if kind == "cell" else None
                             for kind, name in zip(self.net.kinds, self.net.cell_names)]
         # One tensor per sharing group, 1e-3 * N(0, 1) as in DARTS and NB201.
@@ -62,10 +71,11 @@ def masked_softmax(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def build(ir: SpaceIR, edge_cls=MixedEdge, node_norm: bool = False,
-          affine: bool | None = None) -> Supernet:
+          affine: bool | None = None, fused: bool = False) -> Supernet:
     """The search supernet of ``ir``. ``edge_cls`` swaps the mixed edge (e.g. partial channels),
-    ``node_norm`` normalises every intermediate node, ``affine`` overrides the space's BN policy."""
-    return Supernet(ir, edge_cls, node_norm, affine)
+    ``node_norm`` normalises every intermediate node, ``affine`` overrides the space's BN policy,
+    ``fused`` batches the work of all edges leaving a node (same function, fewer kernels)."""
+    return Supernet(ir, edge_cls, node_norm, affine, fused)
 
 
 class ChildNetwork(nn.Module):
