@@ -115,6 +115,12 @@ def add_commands(subparsers) -> None:
     s.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels: a resumed run ends bit-identical to an "
                         "uninterrupted one")
+    s.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                   help="replay each search iteration as one CUDA graph (default: on for CUDA "
+                        "searches of graph-safe methods, off with --deterministic)")
+    s.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch the edges leaving each node into fused kernels (same function; "
+                        "default: on wherever the method allows)")
     s.add_argument("--no-progress", action="store_true", help="plain epoch lines, no bar")
     s.set_defaults(func=cmd_search)
 
@@ -128,6 +134,9 @@ def add_commands(subparsers) -> None:
     e.add_argument("--space", metavar="SPACE.nas", help="validate the genotype against a space")
     e.add_argument("--json", action="store_true", help="one JSON object")
     e.set_defaults(func=cmd_evaluate)
+
+    from .bench import add_command as add_bench_command     # dslnas bench (search/bench.py)
+    add_bench_command(subparsers)
 
 
 # ============================================================================================
@@ -445,6 +454,7 @@ def cmd_search(args) -> int:
 
 
 _RESUME_OK = ("resume", "data", "device", "stop_after", "no_progress", "func", "command",
+              "cuda_graphs",
               "deterministic", "no_download")
 
 
@@ -572,7 +582,8 @@ def _search(args) -> int:
             result = search(ir, method, data, run, device=device, seed=seed,
                             deterministic=deterministic, resume_state=resume_state,
                             benchmark=benchmark, progress=not args.no_progress,
-                            stop_after=args.stop_after, channels_last=channels_last)
+                            stop_after=args.stop_after, channels_last=channels_last,
+                            cuda_graphs=args.cuda_graphs, fused=args.fused)
     except KeyboardInterrupt:
         print(f"interrupted; continue with: dslnas search --resume {run.path}", file=sys.stderr)
         raise

@@ -42,6 +42,7 @@ from ..ir.model import SpaceIR
 from ..methods import hypergrad as hg
 from ..methods.spec import MethodSpec, Part, instantiate
 from . import checkpoint as ckpt
+from .graphs import attach_graphs
 from .loader import SearchData
 from .rundir import RunDir
 
@@ -169,16 +170,31 @@ def _as_dict(extra) -> dict[str, torch.Tensor]:
     return {str(i): p for i, p in enumerate(extra)}
 
 
-def _build_supernet(ir: SpaceIR, parts: Parts, stages: list | None = None):
+def fused_fits(parts: Parts) -> bool:
+    """The fused cell (supernet/fused.py) computes the same function with fewer kernels; it fits
+    methods that need no per-edge modules: no custom edge class, the rule discretizer."""
+    from ..methods.discretizers import Rule
+    from ..methods.transforms import merge_build_kwargs
+    return "edge_cls" not in merge_build_kwargs(parts.transforms) and \
+        isinstance(parts.discretizer, Rule)
+
+
+def _build_supernet(ir: SpaceIR, parts: Parts, stages: list | None = None,
+                    fused: bool | None = None):
     """Build with the transforms' keyword arguments and let them prepare the supernet.
-    ``stages``: per transform, the stage to build at (a resumed DrNAS progressive run)."""
+    ``stages``: per transform, the stage to build at (a resumed DrNAS progressive run).
+    ``fused``: use the fused cell (None: wherever it fits)."""
     from ..methods.transforms import merge_build_kwargs
     from ..supernet.network import build
     for t, stage in zip(parts.transforms, stages or []):
         if stage is not None and hasattr(t, "stage"):
             t.stage = int(stage)
+    fits = fused_fits(parts)
+    if fused and not fits:
+        raise MethodError("the fused cell does not fit this method (it needs per-edge modules)")
     try:
-        net = build(ir, **merge_build_kwargs(parts.transforms))
+        net = build(ir, **merge_build_kwargs(parts.transforms),
+                    fused=fits if fused is None else fused)
         for t in parts.transforms:
             t.prepare(net)
     except (ValueError, KeyError, TypeError, AssertionError) as e:
@@ -244,7 +260,7 @@ class Searcher:
 
     def __init__(self, ir: SpaceIR, method: MethodSpec, *, device: str | torch.device = "cpu",
                  seed: int = 0, deterministic: bool = False, channels_last: bool = False,
-                 stages: list | None = None):
+                 stages: list | None = None, fused: bool | None = None):
         self.ir = ir
         self.method = method
         self.schedule = method.schedule
@@ -258,7 +274,7 @@ class Searcher:
         self.hypergradient = self.parts.hypergradient
         self.transforms = self.parts.transforms
         self.discretizer = self.parts.discretizer
-        self.supernet = _build_supernet(ir, self.parts, stages)
+        self.supernet = _build_supernet(ir, self.parts, stages, fused)
         if deterministic and self.device.type == "cuda":
             _deterministic_pooling(self.supernet)
         self.supernet.to(self.device)
@@ -279,6 +295,7 @@ class Searcher:
         self._sums = torch.zeros(4, device=self.device)   # train loss, train correct, val ...
         self._counts = [0, 0]                              # train / val samples (host ints)
         self._record_val = False
+        self.graphed = None     # a graphs.GraphedStep: train_epoch hands its epochs to it
 
     # ---- parameters and optimisers --------------------------------------------------------
     def _trainable_weights(self) -> list[nn.Parameter]:
@@ -302,6 +319,11 @@ class Searcher:
                     weight_decay=self.relaxation.arch_weight_decay(s.a_weight_decay))
         self.w_opt = _optimizer(torch.optim.SGD, self.weights, self.device, w_kw)
         self.a_opt = _optimizer(torch.optim.Adam, self.arch, self.device, a_kw)
+
+    @property
+    def is_fused(self) -> bool:
+        from ..supernet.fused import FusedSearchCell
+        return any(isinstance(m, FusedSearchCell) for m in self.supernet.modules())
 
     @property
     def lr(self) -> float:
@@ -375,6 +397,8 @@ class Searcher:
 
     def train_epoch(self, data: SearchData, on_step: Callable[[], None] | None = None) -> None:
         """One pass over the train stream; each iteration pairs a train and a val batch."""
+        if self.graphed is not None:                   # CUDA graphs (search(cuda_graphs=...))
+            return self.graphed.train_epoch(data, on_step)
         s = self.schedule
         frozen = self.arch_frozen(self.epoch)
         T = max(1, int(s.inner_steps))
@@ -497,6 +521,7 @@ class Searcher:
             "a_opt": self.a_opt.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "stages": _stages(self.transforms),
+            "fused": self.is_fused,
             "data": data.state_dict() if data is not None else None,
             "rng": ckpt.rng_state(),
         }
@@ -585,7 +610,8 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
            device: str | torch.device = "cpu", seed: int = 0, deterministic: bool = False,
            resume_state: dict | None = None, benchmark=None, progress: bool = True,
            stop_after: int | None = None, channels_last: bool = False,
-           log: Callable[[str], None] | None = None) -> SearchResult:
+           log: Callable[[str], None] | None = None,
+           cuda_graphs: bool | None = None, fused: bool | None = None) -> SearchResult:
     """Search ``ir`` with ``method`` on ``data``, writing into ``run``; see the module doc.
 
     ``resume_state``: a checkpoint dict (``checkpoint.load``) to continue from. ``benchmark``: a
@@ -593,13 +619,19 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
     ``progress``: a tqdm bar with ETA when stderr is a terminal (plain epoch lines otherwise).
     ``stop_after``: stop once this many epochs are done, as if interrupted (resume later).
     ``log``: where epoch lines go (default: stderr).
+    ``fused``: the fused search cell (same function, fewer kernels; None: wherever it fits).
+    ``cuda_graphs``: replay each iteration as a CUDA graph (:mod:`.graphs`); default on for a
+    CUDA search of a graph-safe method without ``deterministic``; a reason is logged once when
+    asked for but impossible.
     """
     device = torch.device(device)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     with _determinism(deterministic, device):
         stages = resume_state.get("stages") if resume_state is not None else None
+        if resume_state is not None:          # rebuild the cells the checkpoint was made with
+            fused = resume_state.get("fused", False)
         s = Searcher(ir, method, device=device, seed=seed, deterministic=deterministic,
-                     channels_last=channels_last, stages=stages)
+                     channels_last=channels_last, stages=stages, fused=fused)
         for t in s.transforms:
             total = getattr(t, "total_epochs", None)
             if total is not None and total != method.schedule.epochs and resume_state is None:
@@ -620,6 +652,7 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
         else:
             write = log
         on_step = (lambda: bar.update(1)) if bar is not None else None
+        attach_graphs(s, cuda_graphs, deterministic=deterministic, log=write)
         genotype = None
         try:
             while s.epoch < last:

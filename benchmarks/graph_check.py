@@ -1,0 +1,162 @@
+"""CUDA graphs vs eager for the search iteration: same start, same batches; prints the largest
+differences of weights / alphas / buffers / metric sums and the ms per iteration of each.
+
+    python benchmarks/graph_check.py [--methods darts pc-darts drnas] [--iters 30] [--frozen 5]
+                                     [--batch 64] [--deterministic-kernels]
+
+Three runs per method, each from a fresh Searcher with the same seed (so the same weights, α
+and CUDA RNG stream), over the same random CIFAR-shaped batches: ``--frozen`` iterations with α
+frozen (the warm-up graph), then ``--iters`` normal ones (the arch+weights graph):
+
+* eager:   ``Searcher.weight_step`` / ``arch_step`` (what runs without graphs; float lr);
+* twin:    ``GraphedStep(capture=False)``: the factored iteration, tensor lr, no graphs;
+* graphed: ``GraphedStep()``: 3 warm-up iterations per kind on a side stream, capture, replays.
+
+What to expect: twin vs graphed 0 (same kernels; with --deterministic-kernels at least for
+darts), eager vs graphed small but not 0 (fused SGD multiplies by the float32 lr tensor instead
+of the double). Timing: mean over the last ``--iters - 6`` normal iterations (after warm-up and
+capture), synchronised, input copies included.
+"""
+import argparse
+import gc
+import time
+import traceback
+
+import attrs
+import torch
+
+from dslnas.ir.lower import compile_file
+from dslnas.methods.spec import get_method, space_family
+from dslnas.search.graphs import Batch, GraphedStep
+from dslnas.search.loop import Searcher
+
+
+def eager_iteration(s: Searcher, b: Batch, do_arch: bool, frozen: bool) -> None:
+    """The body of Searcher.train_epoch's loop, as it is."""
+    arch_first = s.schedule.order == "arch_first"
+    if do_arch and arch_first:
+        s.arch_step((b.x_train, b.y_train), (b.x_val, b.y_val))
+    s.weight_step(b.x_train, b.y_train)
+    if do_arch and not arch_first:
+        s.arch_step((b.x_train, b.y_train), (b.x_val, b.y_val))
+    if frozen:
+        s._monitor_val(b.x_val, b.y_val)
+
+
+def snapshot(s: Searcher) -> dict[str, dict[str, torch.Tensor]]:
+    with torch.no_grad():
+        return {
+            "weights": {k: v.detach().cpu().clone() for k, v in s.supernet.named_parameters()
+                        if not k.startswith("alphas.")},
+            "alphas": {**{k: v.detach().cpu().clone() for k, v in s.supernet.alphas.items()},
+                       **{k: v.detach().cpu().clone() for k, v in s.extra.items()}},
+            "buffers": {k: v.detach().cpu().clone().double()
+                        for k, v in s.supernet.named_buffers()},
+            "sums": {"sums": s._sums.detach().cpu().clone()},
+        }
+
+
+def max_diff(a, b) -> dict[str, float]:
+    out = {}
+    for part in a:
+        d = 0.0
+        for k in a[part]:
+            x, y = a[part][k].double(), b[part][k].double()
+            d = max(d, (x - y).abs().max().item() if x.numel() else 0.0)
+        out[part] = d
+    return out
+
+
+def run(kind: str, ir, method, batches, frozen: int, measure: int, seed: int):
+    s = Searcher(ir, method, device="cuda", seed=seed)
+    s.supernet.train()
+    T = max(1, int(method.schedule.inner_steps))
+    step = None
+    if kind != "eager":
+        step = GraphedStep(s, capture=(kind == "graphed"), log=lambda l: print(f"    [{kind}] {l}"))
+        s.graphed = step
+        step.begin_epoch()
+    times = []
+    for i, b in enumerate(batches):
+        is_frozen = i < frozen
+        do_arch = not is_frozen and (s.global_step % T == T - 1)
+        timed = i >= len(batches) - measure
+        if timed:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        if step is None:
+            eager_iteration(s, b, do_arch, is_frozen)
+        else:
+            step.step(b, do_arch=do_arch, frozen=is_frozen)
+        if timed:
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        s.global_step += 1
+    torch.cuda.synchronize()
+    info = ""
+    if step is not None and kind == "graphed":
+        info = f"graphs captured: {len(step._graphs)}" + (f", failed: {step.failed}"
+                                                          if step.failed else "")
+    snap = snapshot(s)
+    counts = list(s._counts)
+    del s, step
+    gc.collect()
+    torch.cuda.empty_cache()
+    return snap, 1e3 * sum(times) / max(1, len(times)), counts, info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--methods", nargs="+", default=["darts", "pc-darts", "drnas"])
+    ap.add_argument("--space", default="spaces/nb201.nas")
+    ap.add_argument("--iters", type=int, default=30, help="normal iterations (after --frozen)")
+    ap.add_argument("--frozen", type=int, default=5, help="iterations with α frozen first")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--deterministic-kernels", action="store_true",
+                    help="cudnn.deterministic and no cudnn.benchmark (default: benchmark, as "
+                         "search() does on CUDA)")
+    args = ap.parse_args()
+    torch.backends.cudnn.benchmark = not args.deterministic_kernels
+    torch.backends.cudnn.deterministic = args.deterministic_kernels
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, cudnn.benchmark "
+          f"{torch.backends.cudnn.benchmark}, batch {args.batch}, {args.frozen} frozen + "
+          f"{args.iters} normal iterations", flush=True)
+    ir = compile_file(args.space, {"in_channels": 3, "classes": 10})
+    family = space_family(ir)
+    g = torch.Generator().manual_seed(1234)
+    n = args.frozen + args.iters
+    batches = [Batch(torch.randn(args.batch, 3, 32, 32, generator=g).cuda(),
+                     torch.randint(0, 10, (args.batch,), generator=g).cuda(),
+                     torch.randn(args.batch, 3, 32, 32, generator=g).cuda(),
+                     torch.randint(0, 10, (args.batch,), generator=g).cuda()) for _ in range(n)]
+    measure = max(1, args.iters - 6)
+    rows = []
+    for name in args.methods:
+        m = get_method(name).for_family(family)
+        m = attrs.evolve(m, schedule=attrs.evolve(m.schedule, batch_size=args.batch,
+                                                  warmup_epochs=0))
+        print(f"\n== {name} ({m.relaxation}, {m.hypergradient}, order {m.schedule.order})",
+              flush=True)
+        res = {}
+        for kind in ("eager", "twin", "graphed"):
+            try:
+                res[kind] = run(kind, ir, m, batches, args.frozen, measure, args.seed)
+                print(f"  {kind:8s} {res[kind][1]:8.1f} ms/iter  counts {res[kind][2]}  "
+                      f"{res[kind][3]}", flush=True)
+            except Exception:                                  # noqa: BLE001
+                print(f"  {kind}: FAILED")
+                traceback.print_exc()
+        for a, b in (("eager", "graphed"), ("twin", "graphed"), ("eager", "twin")):
+            if a in res and b in res:
+                d = max_diff(res[a][0], res[b][0])
+                print(f"  max|{a} - {b}|: " + "  ".join(f"{k} {v:.3g}" for k, v in d.items()))
+        if "eager" in res and "graphed" in res:
+            rows.append((name, res["eager"][1], res["graphed"][1]))
+    print("\n| method | eager ms/iter | graphed ms/iter | speed-up |\n|---|---|---|---|")
+    for name, e, gr in rows:
+        print(f"| {name} | {e:.1f} | {gr:.1f} | {e / gr:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

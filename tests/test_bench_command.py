@@ -1,0 +1,178 @@
+"""`dslnas bench`: what it reports, on CPU with a tiny NB201 (C=4, N=1, batch 8, 2 steps).
+
+Speed is measured by the command, never asserted here: the tests check the report's keys, that
+its values are sane and consistent with each other, and the error handling.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
+import attrs
+import pytest
+
+from dslnas import cli
+from dslnas.search.bench import BenchResult, format_result, peak_tflops
+
+NB201 = Path(__file__).resolve().parents[1] / "spaces" / "nb201.nas"
+TINY = ["--set", "C=4", "--set", "N=1", "--batch-size", "8", "--steps", "2", "--warmup", "1",
+        "--device", "cpu"]
+
+# every key docs/performance.md documents
+KEYS = {
+    "space", "method", "device", "device_name", "torch_version", "threads", "dataset",
+    "batch_size", "steps", "warmup", "order", "inner_steps", "channels_last",
+    "weight_step_ms", "arch_step_ms", "iteration_ms", "weight_step_ms_all", "arch_step_ms_all",
+    "wall_iteration_ms", "images_per_s", "train_images_per_s",
+    "peak_memory_bytes", "peak_memory_kind",
+    "flops_weight_step", "flops_arch_step", "flops_iteration", "flop_counter",
+    "achieved_tflops", "peak_tflops", "peak_reference", "utilisation", "utilisation_basis",
+}
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def bench_json(capsys, method, *extra):
+    code, out, err = run(capsys, "bench", NB201, "--method", method, *TINY, *extra, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def results():
+    """One JSON report per method, shared by the tests below (each run takes seconds)."""
+    cache: dict[str, dict] = {}
+
+    def fetch(method: str) -> dict:
+        if method not in cache:
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                code = cli.main(["bench", str(NB201), "--method", method, *TINY, "--json"])
+            assert code == 0
+            cache[method] = json.loads(buf.getvalue())
+        return cache[method]
+
+    return fetch
+
+
+@pytest.mark.parametrize("method", ["darts", "darts-2nd", "pc-darts", "drnas"])
+def test_json_has_every_documented_key_with_sane_values(results, method):
+    r = results(method)
+    assert set(r) == KEYS
+    assert r["space"] == "nb201" and r["method"] == method
+    assert r["device"] == "cpu" and r["device_name"] and r["torch_version"]
+    assert r["dataset"] == "synthetic" and r["batch_size"] == 8
+    assert r["steps"] == 2 and r["warmup"] == 1 and r["threads"] >= 1
+    assert len(r["weight_step_ms_all"]) == len(r["arch_step_ms_all"]) == 2
+    for key in ("weight_step_ms", "arch_step_ms", "iteration_ms", "wall_iteration_ms",
+                "images_per_s", "train_images_per_s", "achieved_tflops"):
+        assert math.isfinite(r[key]) and r[key] > 0, key
+    assert all(t > 0 for t in r["weight_step_ms_all"] + r["arch_step_ms_all"])
+    assert r["weight_step_ms"] == pytest.approx(sorted(r["weight_step_ms_all"])[0] / 2
+                                                + sorted(r["weight_step_ms_all"])[1] / 2)
+    # images/s and TFLOP/s follow from the times: 8 train + 8 val images per iteration
+    assert r["iteration_ms"] == pytest.approx(r["weight_step_ms"] + r["arch_step_ms"])
+    assert r["images_per_s"] == pytest.approx(2 * 8 / (r["iteration_ms"] / 1e3))
+    assert r["train_images_per_s"] == pytest.approx(8 / (r["iteration_ms"] / 1e3))
+    assert r["flops_weight_step"] > 0 and r["flops_arch_step"] > 0
+    assert r["flops_iteration"] == r["flops_weight_step"] + r["flops_arch_step"]
+    assert r["achieved_tflops"] == pytest.approx(
+        r["flops_iteration"] / (r["iteration_ms"] / 1e3) / 1e12)
+    assert "FlopCounterMode" in r["flop_counter"]
+    assert r["peak_memory_bytes"] > 0 and "RSS" in r["peak_memory_kind"]
+    # no peak is tabulated for CPUs, so no utilisation
+    assert r["peak_tflops"] is None and r["utilisation"] is None
+    assert r["utilisation_basis"] is None
+
+
+def test_second_order_arch_step_costs_more_flops_than_first_order(results):
+    first, second = results("darts"), results("darts-2nd")
+    assert first["flops_weight_step"] == second["flops_weight_step"]     # the same supernet
+    # DARTS-V1's arch step is one forward + backward, like the weight step
+    assert first["flops_arch_step"] == first["flops_weight_step"]
+    # the unrolled step adds a virtual step and the finite-difference mixed term
+    assert second["flops_arch_step"] > 2 * first["flops_arch_step"]
+
+
+def test_partial_channels_cost_fewer_flops_than_darts(results):
+    assert results("pc-darts")["flops_weight_step"] < results("darts")["flops_weight_step"]
+
+
+def test_human_output_names_the_device_and_the_steps(capsys):
+    code, out, err = run(capsys, "bench", NB201, "--method", "darts", *TINY)
+    assert code == 0, err
+    from dslnas.search.bench import device_name
+    assert f"device cpu ({device_name('cpu')}" in out
+    for word in ("weight step", "arch step", "images/s", "peak memory", "GFLOP",
+                 "FlopCounterMode", "torch "):
+        assert word in out
+
+
+def test_real_data_from_the_search_loader(capsys):
+    r = bench_json(capsys, "darts", "--dataset", "digits")
+    assert r["dataset"] == "digits" and r["flops_weight_step"] > 0
+    # digits are 16 x 16, so a step costs about a quarter of a 32 x 32 one
+    assert r["flops_weight_step"] < bench_json(capsys, "darts")["flops_weight_step"] / 2
+
+
+def test_inner_steps_amortise_the_arch_step(capsys):
+    r = bench_json(capsys, "darts", "--set", "inner_steps=4")
+    assert r["inner_steps"] == 4
+    assert r["train_images_per_s"] == pytest.approx(
+        4 * 8 / ((4 * r["weight_step_ms"] + r["arch_step_ms"]) / 1e3))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "no-such-method"], "unknown method 'no-such-method'"),
+    ([], "give --method"),
+    (["--method", "darts", "--steps", "0"], "--steps must be >= 1"),
+    (["--method", "darts", "--warmup", "-1"], "--warmup must be >= 0"),
+    (["--method", "darts", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--method", "darts", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["--method", "darts", "--set", "W=3"], "--set W: not a schedule field"),
+    (["--method", "pc-darts", "--set", "K=3"], "does not fit space 'nb201'"),
+    (["--method", "darts", "--dataset", "cifar10", "--data", "NODATA", "--no-download"],
+     "CIFAR-10"),
+])
+def test_bad_input_exits_2_with_a_message(tmp_path, capsys, argv, message):
+    argv = [str(tmp_path / "nodata") if a == "NODATA" else a for a in argv]
+    base = ["--set", "C=4", "--set", "N=1", "--device", "cpu", "--steps", "1", "--warmup", "0"]
+    code, out, err = run(capsys, "bench", NB201, *base, *argv)   # argv's flags win
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err and out == ""
+
+
+def test_the_parser_registers_bench():
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    assert "bench" in sub.choices
+
+
+@pytest.mark.parametrize("name, fp32", [
+    ("NVIDIA H100 80GB HBM3", 67.0), ("NVIDIA H200", 67.0), ("NVIDIA H100 PCIe", 51.2),
+    ("NVIDIA A100-SXM4-80GB", 19.5), ("NVIDIA H100 NVL", None), ("Tesla T4", None),
+])
+def test_peaks_are_looked_up_by_device_name(name, fp32):
+    peaks, source = peak_tflops(name)
+    if fp32 is None:
+        assert peaks is None and "no peak" in source
+    else:
+        assert peaks["fp32"] == fp32 and peaks["tf32"] > peaks["fp32"] and "dense" in source
+
+
+def test_human_output_shows_the_utilisation_on_a_gpu(results):
+    r = BenchResult(**results("darts"))
+    peaks, source = peak_tflops("NVIDIA H100 80GB HBM3")
+    gpu = attrs.evolve(r, device="cuda", device_name="NVIDIA H100 80GB HBM3", peak_tflops=peaks,
+                       peak_reference=source,
+                       utilisation={k: r.achieved_tflops / v for k, v in peaks.items()},
+                       utilisation_basis="tf32")
+    text = format_result(gpu)
+    assert "NVIDIA H100 80GB HBM3" in text and "of tf32 495 TFLOP/s" in text
+    assert "of fp32 67 TFLOP/s" in text
