@@ -68,7 +68,7 @@ def max_diff(a, b) -> dict[str, float]:
 
 
 def run(kind: str, ir, method, batches, frozen: int, measure: int, seed: int):
-    s = Searcher(ir, method, device="cuda", seed=seed)
+    s = Searcher(ir, method, device="cuda", seed=seed, fused=FUSED)
     s.supernet.train()
     T = max(1, int(method.schedule.inner_steps))
     step = None
@@ -105,6 +105,9 @@ def run(kind: str, ir, method, batches, frozen: int, measure: int, seed: int):
     return snap, 1e3 * sum(times) / max(1, len(times)), counts, info
 
 
+FUSED = None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--methods", nargs="+", default=["darts", "pc-darts", "drnas"])
@@ -113,15 +116,19 @@ def main() -> None:
     ap.add_argument("--frozen", type=int, default=5, help="iterations with α frozen first")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                    help="the fused search cell (default: wherever it fits, as search() does)")
     ap.add_argument("--deterministic-kernels", action="store_true",
                     help="cudnn.deterministic and no cudnn.benchmark (default: benchmark, as "
                          "search() does on CUDA)")
     args = ap.parse_args()
+    global FUSED
+    FUSED = args.fused
     torch.backends.cudnn.benchmark = not args.deterministic_kernels
     torch.backends.cudnn.deterministic = args.deterministic_kernels
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, cudnn.benchmark "
           f"{torch.backends.cudnn.benchmark}, batch {args.batch}, {args.frozen} frozen + "
-          f"{args.iters} normal iterations", flush=True)
+          f"{args.iters} normal iterations, fused {args.fused}", flush=True)
     ir = compile_file(args.space, {"in_channels": 3, "classes": 10})
     family = space_family(ir)
     g = torch.Generator().manual_seed(1234)
