@@ -164,7 +164,7 @@ class SoftmaxBeta(Relaxation):
 
     def __init__(self, init_scale: float = 1e-3):
         self.init_scale = float(init_scale)
-        self._dst: dict[tuple[int, str], tuple[torch.Tensor, int]] = {}
+        self._dst: dict[tuple, tuple[torch.Tensor, int]] = {}
 
     @staticmethod
     def key(group: str) -> str:
@@ -176,15 +176,16 @@ class SoftmaxBeta(Relaxation):
                 nn.Parameter(self.init_scale * torch.randn(g.shape[0], device=device))
                 for g in supernet.ir.groups}
 
-    def _destinations(self, supernet, group: str) -> tuple[torch.Tensor, int]:
-        k = (id(supernet.ir), group)
+    def _destinations(self, supernet, group: str, device) -> tuple[torch.Tensor, int]:
+        # Cached per device: no host-to-device copy per step (and none inside a CUDA graph).
+        k = (id(supernet.ir), group, str(device))
         if k not in self._dst:
             g = next(x for x in supernet.ir.groups if x.name == group)
             cell = supernet.ir.cell(g.cell)
             dst = torch.zeros(g.shape[0], dtype=torch.long)
             for e in cell.edges:
                 dst[e.row] = e.dst
-            self._dst[k] = (dst, cell.n_inputs + cell.n_nodes)
+            self._dst[k] = (dst.to(device), cell.n_inputs + cell.n_nodes)
         return self._dst[k]
 
     def edge_weights(self, supernet, extra: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -192,8 +193,8 @@ class SoftmaxBeta(Relaxation):
         out = {}
         for g in supernet.alphas:
             beta = _extra(extra, self.key(g))
-            dst, n = self._destinations(supernet, g)
-            out[g] = edge_normalise(beta, dst.to(beta.device), n)
+            dst, n = self._destinations(supernet, g, beta.device)
+            out[g] = edge_normalise(beta, dst, n)
         return out
 
     def weights(self, supernet, extra=None):

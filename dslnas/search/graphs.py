@@ -189,16 +189,6 @@ def graph_safety(s: "Searcher", *, device: bool = True) -> str | None:
     return None
 
 
-def _prepare_relaxation(s: "Searcher") -> None:
-    """Move constants a relaxation caches on the host to the device, so a captured forward does
-    no host-to-device copy (SoftmaxBeta's per-edge destination nodes, copied on every call)."""
-    cache = getattr(s.relaxation, "_dst", None)
-    if isinstance(cache, dict):
-        for k, (dst, n) in list(cache.items()):
-            if torch.is_tensor(dst) and dst.device != s.device:
-                cache[k] = (dst.to(s.device), n)
-
-
 def _signature(s: "Searcher", lr: TensorLr | None) -> list:
     """Everything whose identity a captured graph depends on (compared with ``is``)."""
     sig: list = [s.w_opt, s.a_opt, s.problem, s._sums, lr, s.supernet.training,
@@ -358,7 +348,6 @@ class GraphedStep:
         graph.replay()                               # capturing did not run the iteration
 
     def _capture(self, kind: tuple[bool, bool]) -> torch.cuda.CUDAGraph:
-        _prepare_relaxation(self.searcher)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
             self._run(kind, self.static, capturing=True)
