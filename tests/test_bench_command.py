@@ -13,9 +13,10 @@ from pathlib import Path
 
 import attrs
 import pytest
+import torch
 
 from dslnas import cli
-from dslnas.search.bench import BenchResult, format_result, peak_tflops
+from dslnas.search.bench import BenchResult, count_flops, format_result, peak_tflops
 
 NB201 = Path(__file__).resolve().parents[1] / "spaces" / "nb201.nas"
 TINY = ["--set", "C=4", "--set", "N=1", "--batch-size", "8", "--steps", "2", "--warmup", "1",
@@ -25,6 +26,7 @@ TINY = ["--set", "C=4", "--set", "N=1", "--batch-size", "8", "--steps", "2", "--
 KEYS = {
     "space", "method", "device", "device_name", "torch_version", "threads", "dataset",
     "batch_size", "steps", "warmup", "order", "inner_steps", "channels_last",
+    "fused", "cuda_graphs", "timing", "notes",
     "weight_step_ms", "arch_step_ms", "iteration_ms", "weight_step_ms_all", "arch_step_ms_all",
     "wall_iteration_ms", "images_per_s", "train_images_per_s",
     "peak_memory_bytes", "peak_memory_kind",
@@ -87,6 +89,8 @@ def test_json_has_every_documented_key_with_sane_values(results, method):
         r["flops_iteration"] / (r["iteration_ms"] / 1e3) / 1e12)
     assert "FlopCounterMode" in r["flop_counter"]
     assert r["peak_memory_bytes"] > 0 and "RSS" in r["peak_memory_kind"]
+    assert r["cuda_graphs"] is False and r["timing"].startswith("eager")
+    assert r["fused"] is (method != "pc-darts")      # partial channels need per-edge modules
     # no peak is tabulated for CPUs, so no utilisation
     assert r["peak_tflops"] is None and r["utilisation"] is None
     assert r["utilisation_basis"] is None
@@ -176,3 +180,43 @@ def test_human_output_shows_the_utilisation_on_a_gpu(results):
     text = format_result(gpu)
     assert "NVIDIA H100 80GB HBM3" in text and "of tf32 495 TFLOP/s" in text
     assert "of fp32 67 TFLOP/s" in text
+
+
+@pytest.mark.parametrize("groups", [1, 4, 16])
+def test_a_conv_backward_counts_twice_its_forward_grouped_or_not(groups):
+    """grad_input and grad_weight each cost one forward; torch's own formula counts a grouped
+    conv's grad_weight as dense (``groups`` times too many), the bench corrects that."""
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1, groups=groups, bias=False)
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    forward = count_flops(conv, x)
+    assert forward == 2 * 2 * 16 * (16 // groups) * 9 * 64
+    y = conv(x)
+    assert count_flops(lambda: y.sum().backward()) == 2 * forward
+
+
+def test_fused_cells_change_the_kernels_not_the_flops(results, capsys):
+    r = bench_json(capsys, "darts", "--no-fused")
+    assert r["fused"] is False and results("darts")["fused"] is True
+    for key in ("flops_weight_step", "flops_arch_step"):
+        assert r[key] == results("darts")[key]
+
+
+def test_cuda_graphs_on_a_cpu_are_a_note_not_an_error(capsys):
+    r = bench_json(capsys, "darts", "--cuda-graphs")
+    assert r["cuda_graphs"] is False and "CUDA graphs need a CUDA device" in r["notes"][0]
+
+
+def test_the_graphed_timing_path_with_the_eager_twin():
+    """On CPU the graphs' eager twin runs the same timing path as CUDA graphs would: the weight
+    step is a weights-only iteration, the arch step a full iteration minus it."""
+    from dslnas.ir.lower import compile_file
+    from dslnas.methods.spec import get_method
+    from dslnas.search.bench import benchmark
+    ir = compile_file(NB201, {"C": 4, "N": 1})
+    r = benchmark(ir, get_method("darts").for_family("nb201"), batch_size=8, steps=2, warmup=0,
+                  cuda_graphs=True, _graph_capture=False)
+    assert r.cuda_graphs is False and r.timing.startswith("cuda graphs")
+    assert r.weight_step_ms > 0 and len(r.arch_step_ms_all) == 2
+    assert r.iteration_ms == pytest.approx(r.weight_step_ms + r.arch_step_ms)
+    assert r.images_per_s == pytest.approx(2 * 8 / (r.iteration_ms / 1e3))
+    assert r.flops_arch_step == r.flops_weight_step > 0

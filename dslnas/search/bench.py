@@ -10,7 +10,8 @@ Per run:
 
 1. one counted iteration under ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs of one
    weight step and of one architecture step; torch's counter sees matmuls, convolutions and
-   attention only, so element-wise ops, BN, pooling and the optimisers count zero);
+   attention only, so element-wise ops, BN, pooling and the optimisers count zero; one
+   correction: the weight gradient of a grouped convolution, which torch counts as dense);
 2. ``warmup`` untimed iterations (cuDNN autotuning, allocator warm-up);
 3. ``steps`` timed iterations in the method's order (``arch_first`` / ``weights_first``),
    each step timed on its own: CUDA events on the GPU (no host sync between steps; one
@@ -27,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import resource
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +52,44 @@ from .commands import (
 )
 
 __all__ = ["benchmark", "BenchResult", "PEAK_TFLOPS", "peak_tflops", "device_name",
-           "add_command", "cmd_bench", "format_result", "FLOP_COUNTER"]
+           "add_command", "cmd_bench", "format_result", "FLOP_COUNTER", "count_flops"]
 
 FLOP_COUNTER = ("torch.utils.flop_counter.FlopCounterMode, one iteration: matmuls, "
                 "convolutions and attention only (element-wise ops, BN, pooling, optimisers "
-                "count 0)")
+                "count 0); grouped-conv weight gradients divided by groups (torch counts them "
+                "as dense)")
+
+
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation,
+                        transposed, _output_padding, groups, output_mask, out_shape=None,
+                        **kwargs) -> int:
+    """torch's ``convolution_backward`` formula with the weight gradient of a grouped
+    convolution counted right: torch counts it as a dense convolution, ``groups`` times too
+    many (a depthwise 3x3 at 16 channels: its backward counted 17x its forward instead of 2x)."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    def t(shape):
+        return [shape[1], shape[0]] + list(shape[2:])
+    flops = 0
+    if output_mask[0]:          # grad_input: a transposed convolution with the same weight
+        flops += conv_flop_count(grad_out_shape, w_shape, out_shape[0], not transposed)
+    if output_mask[1]:          # grad_weight: a convolution of input and grad_output per group
+        if transposed:
+            dense = conv_flop_count(t(grad_out_shape), t(x_shape), t(out_shape[1]), False)
+        else:
+            dense = conv_flop_count(t(x_shape), t(grad_out_shape), t(out_shape[1]), False)
+        flops += dense // max(1, int(groups))
+    return flops
+
+
+def count_flops(fn, *args) -> int:
+    """FLOPs of ``fn(*args)`` by torch's FlopCounterMode (with the grouped-conv correction)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    mapping = {torch.ops.aten.convolution_backward: _conv_backward_flop}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn(*args)
+    return int(counter.get_total_flops())
 
 # Dense (no sparsity) datasheet peaks in TFLOP/s, matched by substring of the CUDA device name,
 # first match wins. fp32: the CUDA cores (no tensor cores); tf32: the tensor cores on fp32
@@ -109,6 +145,10 @@ class BenchResult:
     order: str                      # arch_first | weights_first
     inner_steps: int                # weight steps per architecture step in the search
     channels_last: bool
+    fused: bool                     # fused search cells (supernet/fused.py) in the supernet
+    cuda_graphs: bool               # iterations replayed as CUDA graphs
+    timing: str                     # how the steps were timed
+    notes: list[str]                # e.g. why CUDA graphs are off
     weight_step_ms: float           # medians
     arch_step_ms: float
     iteration_ms: float             # weight_step_ms + arch_step_ms
@@ -164,21 +204,115 @@ def _real_batches(dataset: str, root, ir, batch_size: int, device, channels_last
     return lambda: (data.train.next(), data.val.next())
 
 
+class _Timer:
+    """Times calls: CUDA events on a GPU (resolved at the end, no host sync in between),
+    ``time.perf_counter`` on the CPU. ``block()`` measures a whole run of calls on the wall
+    clock, synchronising only at its two ends."""
+
+    def __init__(self, device):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.times: dict[str, list[float]] = {}
+        self._events: list[tuple[str, Any, Any]] = []
+
+    def sync(self) -> None:
+        if self.cuda:
+            import torch
+            torch.cuda.synchronize(self.device)
+
+    def time(self, name: str, fn, *args, **kwargs) -> None:
+        import torch
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(*args, **kwargs)
+            end.record()
+            self._events.append((name, start, end))
+        else:
+            t0 = time.perf_counter()
+            fn(*args, **kwargs)
+            self.times.setdefault(name, []).append(1e3 * (time.perf_counter() - t0))
+
+    @contextmanager
+    def block(self, out: list):
+        """Append the block's wall-clock seconds to ``out``."""
+        self.sync()
+        t0 = time.perf_counter()
+        yield
+        self.sync()
+        out.append(time.perf_counter() - t0)
+
+    def collect(self) -> dict[str, list[float]]:
+        self.sync()
+        for name, start, end in self._events:
+            self.times.setdefault(name, []).append(float(start.elapsed_time(end)))
+        self._events.clear()
+        return self.times
+
+
+def _time_eager(s, order, next_batches, timer: _Timer, steps: int, warmup: int) -> float:
+    """Warm up, then time each step of ``steps`` iterations on its own; wall s of the timed run."""
+    for _ in range(warmup):
+        tb, vb = next_batches()
+        for _, step in order:
+            step(tb, vb)
+    timer.sync()
+    if timer.cuda:
+        import torch
+        torch.cuda.reset_peak_memory_stats(timer.device)
+    wall: list[float] = []
+    batches = [next_batches() for _ in range(steps)]          # drawn outside the timed block
+    with timer.block(wall):
+        for tb, vb in batches:
+            for name, step in order:
+                timer.time(name, step, tb, vb)
+    return wall[0]
+
+
+def _time_graphed(graphed, next_batches, timer: _Timer, steps: int, warmup: int) -> float:
+    """CUDA graphs: one replay per iteration, so the steps cannot be timed apart. Time
+    ``steps`` weights-only iterations (the search's kind between architecture steps) as the
+    weight step and ``steps`` full iterations; the architecture step is their difference.
+    Each kind first runs the graph's own warm-up and capture, then ``warmup`` replays."""
+    from .graphs import Batch
+    kinds = (("weight", False), ("iteration", True))
+    for _, do_arch in kinds:
+        for _ in range(graphed.warmup + 1 + warmup):
+            tb, vb = next_batches()
+            graphed.step(Batch(*tb, *vb), do_arch=do_arch, frozen=False)
+    timer.sync()
+    if timer.cuda:
+        import torch
+        torch.cuda.reset_peak_memory_stats(timer.device)
+    wall: list[float] = []
+    for name, do_arch in kinds:
+        batches = [Batch(*tb, *vb) for tb, vb in (next_batches() for _ in range(steps))]
+        with timer.block(wall):
+            for b in batches:
+                timer.time(name, graphed.step, b, do_arch=do_arch, frozen=False)
+    return wall[1]
+
+
 def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps: int = 10,
               warmup: int = 2, dataset: str = "synthetic", data_root=DEFAULT_DATA,
               download: bool = True, subset: int | None = None, seed: int = 0,
-              channels_last: bool = False) -> BenchResult:
+              channels_last: bool = False, fused: bool | None = None,
+              cuda_graphs: bool | None = None, _graph_capture: bool = True) -> BenchResult:
     """Time the weight and architecture steps of searching ``ir`` with ``method``.
 
     ``method`` is a resolved :class:`~dslnas.methods.spec.MethodSpec` (per-family defaults
     folded in, as ``resolve_method`` returns it); ``batch_size`` defaults to its schedule's.
     ``dataset``: ``"synthetic"`` (random CIFAR-10-shaped batches: 3 x 32 x 32, the space's
     classes) or a name ``load_dataset`` knows (then ``data_root``, ``download`` and ``subset``
-    apply). Raises MethodError / DataError like ``search()``.
+    apply). ``fused`` and ``cuda_graphs`` mean what they mean for ``search()``, with the same
+    defaults (fused cells wherever they fit; CUDA graphs on for a CUDA search of a graph-safe
+    method). ``_graph_capture=False`` (tests): the graphs' eager twin, on any device.
+    Raises MethodError / DataError like ``search()``.
     """
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
+    from .graphs import GraphedStep, GraphUnsupported
     from .loop import Searcher, _determinism
 
     if steps < 1 or warmup < 0:
@@ -188,6 +322,7 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
         batch_size = method.schedule.batch_size
     method = attrs.evolve(method, schedule=attrs.evolve(method.schedule, batch_size=batch_size))
     sched = method.schedule
+    notes: list[str] = []
     # the data first, as search() (its streams have their own generators; no global RNG used)
     if dataset == "synthetic":
         classes = int(dict(ir.params).get("classes", 10))
@@ -197,7 +332,8 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
         next_batches = _real_batches(dataset, data_root, ir, batch_size, device, channels_last,
                                      seed, sched.split, subset, download)
     with _determinism(False, device):            # what search() sets: cuDNN autotuning on CUDA
-        s = Searcher(ir, method, device=device, seed=seed, channels_last=channels_last)
+        s = Searcher(ir, method, device=device, seed=seed, channels_last=channels_last,
+                     fused=fused)
         s.begin_epoch()                           # stage transforms at epoch 0, as search()
         s.supernet.train()
 
@@ -209,52 +345,38 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
 
         order = [("arch", arch), ("weight", weight)] if sched.order == "arch_first" else \
             [("weight", weight), ("arch", arch)]
-        cuda = device.type == "cuda"
 
-        def sync():
-            if cuda:
-                torch.cuda.synchronize(device)
-
-        # 1. FLOPs of one iteration, each step counted on its own
+        # 1. FLOPs of one (eager) iteration, each step counted on its own; a graph replays
+        #    the same kernels
         flops = {}
         tb, vb = next_batches()
         for name, step in order:
-            with FlopCounterMode(display=False) as counter:
-                step(tb, vb)
-            flops[name] = int(counter.get_total_flops())
-        # 2. warm-up
-        for _ in range(warmup):
-            tb, vb = next_batches()
-            for _, step in order:
-                step(tb, vb)
-        sync()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        # 3. timed iterations
-        times: dict[str, list[float]] = {"weight": [], "arch": []}
-        events: list[tuple[str, Any, Any]] = []
-        wall = 0.0
-        for _ in range(steps):
-            tb, vb = next_batches()                 # outside the timed regions
-            sync()
-            t_iter = time.perf_counter()
-            for name, step in order:
-                if cuda:
-                    start = torch.cuda.Event(enable_timing=True)
-                    end = torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    step(tb, vb)
-                    end.record()
-                    events.append((name, start, end))
-                else:
-                    t0 = time.perf_counter()
-                    step(tb, vb)
-                    times[name].append(1e3 * (time.perf_counter() - t0))
-            sync()
-            wall += time.perf_counter() - t_iter
-        if cuda:
-            for name, start, end in events:
-                times[name].append(float(start.elapsed_time(end)))
+            flops[name] = count_flops(step, tb, vb)
+
+        # 2. CUDA graphs as search() attaches them
+        graphed = None
+        if cuda_graphs is not False and (cuda_graphs or device.type == "cuda"
+                                         or not _graph_capture):
+            try:
+                graphed = GraphedStep(s, capture=_graph_capture, log=notes.append)
+            except GraphUnsupported as e:
+                notes.append(f"cuda graphs: off ({e})")
+
+        # 3. warm-up and timed iterations
+        timer = _Timer(device)
+        if graphed is None:
+            wall = _time_eager(s, order, next_batches, timer, steps, warmup)
+            timing = ("eager: each step timed on its own ("
+                      + ("CUDA events" if timer.cuda else "perf_counter") + ")")
+        else:
+            wall = _time_graphed(graphed, next_batches, timer, steps, warmup)
+            if graphed.failed is not None:
+                notes.append(f"cuda graphs: failed ({graphed.failed}); timed eagerly")
+            timing = ("cuda graphs: weight step = a weights-only iteration, arch step = a full "
+                      "iteration minus it (" + ("CUDA events" if timer.cuda else "perf_counter")
+                      + ")")
+        times = timer.collect()
+        if timer.cuda:
             peak = int(torch.cuda.max_memory_allocated(device))
             peak_kind = "torch.cuda.max_memory_allocated over the timed steps (tensors only)"
         else:
@@ -263,9 +385,16 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
             peak_kind = ("process max RSS from getrusage: the whole process over its "
                          "lifetime, not the steps alone")
 
-    w_ms = statistics.median(times["weight"])
-    a_ms = statistics.median(times["arch"])
-    it_ms = w_ms + a_ms
+    w_all = times["weight"]
+    w_ms = statistics.median(w_all)
+    if graphed is None:
+        a_all = times["arch"]
+        a_ms = statistics.median(a_all)
+        it_ms = w_ms + a_ms
+    else:
+        it_ms = statistics.median(times["iteration"])
+        a_ms = it_ms - w_ms
+        a_all = [t - w_ms for t in times["iteration"]]
     T = max(1, int(sched.inner_steps))
     total_flops = flops["weight"] + flops["arch"]
     achieved = total_flops / (it_ms * 1e-3) / 1e12
@@ -280,8 +409,11 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
         space=ir.name, method=method.name, device=device.type, device_name=name,
         torch_version=torch.__version__, threads=torch.get_num_threads(), dataset=dataset,
         batch_size=batch_size, steps=steps, warmup=warmup, order=sched.order, inner_steps=T,
-        channels_last=channels_last, weight_step_ms=w_ms, arch_step_ms=a_ms, iteration_ms=it_ms,
-        weight_step_ms_all=times["weight"], arch_step_ms_all=times["arch"],
+        channels_last=channels_last, fused=bool(s.is_fused),
+        cuda_graphs=graphed is not None and graphed.capture and graphed.failed is None,
+        timing=timing, notes=notes,
+        weight_step_ms=w_ms, arch_step_ms=a_ms, iteration_ms=it_ms,
+        weight_step_ms_all=w_all, arch_step_ms_all=a_all,
         wall_iteration_ms=1e3 * wall / steps,
         images_per_s=2 * batch_size / (it_ms * 1e-3),
         train_images_per_s=T * batch_size / ((T * w_ms + a_ms) * 1e-3),
@@ -327,6 +459,13 @@ def add_command(subparsers) -> None:
                    help="never download CIFAR; fail if it is not in --data")
     b.add_argument("--channels-last", action="store_true",
                    help="supernet and batches in channels-last memory format")
+    b.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                   help="fused search cells, as `dslnas search --fused` (default: wherever the "
+                        "method allows)")
+    b.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                   help="replay each iteration as a CUDA graph, as `dslnas search` (default: on "
+                        "for CUDA and graph-safe methods); the steps are then timed as a "
+                        "weights-only iteration and a full one")
     b.add_argument("--seed", type=_nonneg_int("--seed"), default=0, help="random seed (default 0)")
     b.add_argument("--json", action="store_true", help="one JSON object")
     b.set_defaults(func=cmd_bench)
@@ -380,7 +519,8 @@ def _bench(args) -> int:
         result = benchmark(ir, method, device=device, batch_size=args.batch_size,
                            steps=args.steps, warmup=args.warmup, dataset=dataset,
                            data_root=args.data or DEFAULT_DATA, download=not args.no_download,
-                           seed=args.seed, channels_last=args.channels_last)
+                           seed=args.seed, channels_last=args.channels_last,
+                           fused=args.fused, cuda_graphs=args.cuda_graphs)
     except torch.cuda.OutOfMemoryError:
         raise _user_error(f"out of GPU memory at batch size {method.schedule.batch_size}; "
                           f"try a smaller --batch-size") from None
@@ -405,14 +545,16 @@ def format_result(r: BenchResult) -> str:
     lines = [
         f"space {r.space}, method {r.method}, device {dev}, torch {r.torch_version}",
         f"batch {r.batch_size} train + {r.batch_size} val per iteration, {r.dataset} data, "
-        f"order {r.order}, {r.steps} timed iterations after {r.warmup} warm-up"
-        + (", channels-last" if r.channels_last else ""),
+        f"order {r.order}, {r.steps} timed iterations after {r.warmup} warm-up",
+        f"fused cells {'on' if r.fused else 'off'}, cuda graphs {'on' if r.cuda_graphs else 'off'}"
+        + (", channels-last" if r.channels_last else "") + f"; timing {r.timing}",
+        *(f"note: {n}" for n in r.notes),
         "",
         f"{'':<12}{'median ms':>11}{'GFLOP':>10}{'TFLOP/s':>9}",
         f"{'weight step':<12}{r.weight_step_ms:>11.2f}{r.flops_weight_step / 1e9:>10.2f}"
         f"{tflops(r.flops_weight_step, r.weight_step_ms):>9.3f}",
         f"{'arch step':<12}{r.arch_step_ms:>11.2f}{r.flops_arch_step / 1e9:>10.2f}"
-        f"{tflops(r.flops_arch_step, r.arch_step_ms):>9.3f}",
+        f"{tflops(r.flops_arch_step, r.arch_step_ms) if r.arch_step_ms > 0 else math.nan:>9.3f}",
         f"{'iteration':<12}{r.iteration_ms:>11.2f}{r.flops_iteration / 1e9:>10.2f}"
         f"{r.achieved_tflops:>9.3f}",
         "",
@@ -431,5 +573,5 @@ def format_result(r: BenchResult) -> str:
     else:
         lines.append(f"utilisation:  n/a ({r.peak_reference})")
     lines.append("FLOPs:        torch's FlopCounterMode, one iteration (matmuls, convolutions, "
-                 "attention only)")
+                 "attention only; grouped-conv weight gradients corrected)")
     return "\n".join(lines)
