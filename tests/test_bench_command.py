@@ -115,7 +115,7 @@ def test_human_output_names_the_device_and_the_steps(capsys):
     from dslnas.search.bench import device_name
     assert f"device cpu ({device_name('cpu')}" in out
     for word in ("weight step", "arch step", "images/s", "peak memory", "GFLOP",
-                 "FlopCounterMode", "torch "):
+                 "FlopCounterMode", "torch ", "fused cells on", "cuda graphs off"):
         assert word in out
 
 

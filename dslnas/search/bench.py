@@ -17,6 +17,12 @@ Per run:
    each step timed on its own: CUDA events on the GPU (no host sync between steps; one
    ``synchronize`` at the end), ``time.perf_counter`` on the CPU.
 
+Fused cells and CUDA graphs follow ``search()``'s defaults (``fused``/``cuda_graphs``). A CUDA
+graph replays a whole iteration, so with graphs the weight step is timed as a weights-only
+iteration (the kind the search replays between architecture steps) and the architecture step
+is a full iteration minus that median; the graphs' own warm-up and capture come before
+``warmup``.
+
 Reported: median ms of each step, images/s of a full search iteration (the train batch of the
 weight step plus the val batch of the architecture step, over the sum of the two medians), peak
 memory (``torch.cuda.max_memory_allocated`` over the timed steps on CUDA; the process's peak
