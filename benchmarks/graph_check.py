@@ -2,7 +2,8 @@
 differences of weights / alphas / buffers / metric sums and the ms per iteration of each.
 
     python benchmarks/graph_check.py [--methods darts pc-darts drnas] [--iters 30] [--frozen 5]
-                                     [--batch 64] [--deterministic-kernels]
+                                     [--batch 64] [--deterministic-kernels] [--compile]
+                                     [--channels-last] [--kinds eager twin graphed compiled]
 
 Three runs per method, each from a fresh Searcher with the same seed (so the same weights, α
 and CUDA RNG stream), over the same random CIFAR-shaped batches: ``--frozen`` iterations with α
@@ -10,7 +11,9 @@ frozen (the warm-up graph), then ``--iters`` normal ones (the arch+weights graph
 
 * eager:   ``Searcher.weight_step`` / ``arch_step`` (what runs without graphs; float lr);
 * twin:    ``GraphedStep(capture=False)``: the factored iteration, tensor lr, no graphs;
-* graphed: ``GraphedStep()``: 3 warm-up iterations per kind on a side stream, capture, replays.
+* graphed: ``GraphedStep()``: 3 warm-up iterations per kind on a side stream, capture, replays;
+* compiled (with ``--compile``): the graphed run with every cell ``torch.compile``d first
+  (compiling happens in the graph's warm-up iterations; its time is printed apart).
 
 What to expect: twin vs graphed 0 (same kernels; with --deterministic-kernels at least for
 darts), eager vs graphed small but not 0 (fused SGD multiplies by the float32 lr tensor instead
@@ -68,12 +71,15 @@ def max_diff(a, b) -> dict[str, float]:
 
 
 def run(kind: str, ir, method, batches, frozen: int, measure: int, seed: int):
-    s = Searcher(ir, method, device="cuda", seed=seed, fused=FUSED)
+    s = Searcher(ir, method, device="cuda", seed=seed, fused=FUSED,
+                 compile_cells=(kind == "compiled"), channels_last=CHANNELS_LAST)
     s.supernet.train()
     T = max(1, int(method.schedule.inner_steps))
     step = None
+    t_start = time.perf_counter()
     if kind != "eager":
-        step = GraphedStep(s, capture=(kind == "graphed"), log=lambda l: print(f"    [{kind}] {l}"))
+        step = GraphedStep(s, capture=(kind in ("graphed", "compiled")),
+                           log=lambda l: print(f"    [{kind}] {l}"))
         s.graphed = step
         step.begin_epoch()
     times = []
@@ -93,10 +99,12 @@ def run(kind: str, ir, method, batches, frozen: int, measure: int, seed: int):
             times.append(time.perf_counter() - t0)
         s.global_step += 1
     torch.cuda.synchronize()
+    total = time.perf_counter() - t_start
     info = ""
-    if step is not None and kind == "graphed":
+    if step is not None and kind in ("graphed", "compiled"):
         info = f"graphs captured: {len(step._graphs)}" + (f", failed: {step.failed}"
                                                           if step.failed else "")
+    info += f", whole run {total:.1f} s (warm-up, compiling, capture included)"
     snap = snapshot(s)
     counts = list(s._counts)
     del s, step
@@ -106,6 +114,7 @@ def run(kind: str, ir, method, batches, frozen: int, measure: int, seed: int):
 
 
 FUSED = None
+CHANNELS_LAST = False
 
 
 def main() -> None:
@@ -121,22 +130,34 @@ def main() -> None:
     ap.add_argument("--deterministic-kernels", action="store_true",
                     help="cudnn.deterministic and no cudnn.benchmark (default: benchmark, as "
                          "search() does on CUDA)")
+    ap.add_argument("--compile", action="store_true",
+                    help="add the 'compiled' run (compiled cells + CUDA graph)")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="supernet and batches in channels-last memory format (every run)")
+    ap.add_argument("--kinds", nargs="+", default=["eager", "twin", "graphed", "compiled"],
+                    help="which runs to do (compiled only with --compile)")
     args = ap.parse_args()
-    global FUSED
+    global FUSED, CHANNELS_LAST
     FUSED = args.fused
+    CHANNELS_LAST = args.channels_last
     torch.backends.cudnn.benchmark = not args.deterministic_kernels
     torch.backends.cudnn.deterministic = args.deterministic_kernels
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, cudnn.benchmark "
           f"{torch.backends.cudnn.benchmark}, batch {args.batch}, {args.frozen} frozen + "
-          f"{args.iters} normal iterations, fused {args.fused}", flush=True)
+          f"{args.iters} normal iterations, fused {args.fused}, channels-last "
+          f"{args.channels_last}", flush=True)
     ir = compile_file(args.space, {"in_channels": 3, "classes": 10})
     family = space_family(ir)
     g = torch.Generator().manual_seed(1234)
     n = args.frozen + args.iters
-    batches = [Batch(torch.randn(args.batch, 3, 32, 32, generator=g).cuda(),
-                     torch.randint(0, 10, (args.batch,), generator=g).cuda(),
-                     torch.randn(args.batch, 3, 32, 32, generator=g).cuda(),
-                     torch.randint(0, 10, (args.batch,), generator=g).cuda()) for _ in range(n)]
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+
+    def images():
+        return torch.randn(args.batch, 3, 32, 32, generator=g).cuda().to(memory_format=fmt)
+
+    batches = [Batch(images(), torch.randint(0, 10, (args.batch,), generator=g).cuda(),
+                     images(), torch.randint(0, 10, (args.batch,), generator=g).cuda())
+               for _ in range(n)]
     measure = max(1, args.iters - 6)
     rows = []
     for name in args.methods:
@@ -146,7 +167,8 @@ def main() -> None:
         print(f"\n== {name} ({m.relaxation}, {m.hypergradient}, order {m.schedule.order})",
               flush=True)
         res = {}
-        for kind in ("eager", "twin", "graphed"):
+        kinds = [k for k in args.kinds if k != "compiled" or args.compile]
+        for kind in kinds:
             try:
                 res[kind] = run(kind, ir, m, batches, args.frozen, measure, args.seed)
                 print(f"  {kind:8s} {res[kind][1]:8.1f} ms/iter  counts {res[kind][2]}  "
@@ -154,15 +176,17 @@ def main() -> None:
             except Exception:                                  # noqa: BLE001
                 print(f"  {kind}: FAILED")
                 traceback.print_exc()
-        for a, b in (("eager", "graphed"), ("twin", "graphed"), ("eager", "twin")):
+        for a, b in (("eager", "graphed"), ("twin", "graphed"), ("eager", "twin"),
+                     ("eager", "compiled"), ("graphed", "compiled")):
             if a in res and b in res:
                 d = max_diff(res[a][0], res[b][0])
                 print(f"  max|{a} - {b}|: " + "  ".join(f"{k} {v:.3g}" for k, v in d.items()))
-        if "eager" in res and "graphed" in res:
-            rows.append((name, res["eager"][1], res["graphed"][1]))
-    print("\n| method | eager ms/iter | graphed ms/iter | speed-up |\n|---|---|---|---|")
-    for name, e, gr in rows:
-        print(f"| {name} | {e:.1f} | {gr:.1f} | {e / gr:.2f}x |")
+        rows.append((name, {k: v[1] for k, v in res.items()}))
+    print("\n| method | " + " | ".join(f"{k} ms/iter" for k in kinds) + " |")
+    print("|---|" + "---|" * len(kinds))
+    for name, ms in rows:
+        print(f"| {name} | " + " | ".join(f"{ms[k]:.1f}" if k in ms else "failed"
+                                         for k in kinds) + " |")
 
 
 if __name__ == "__main__":

@@ -141,4 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m dslnas.cli` runs this file as __main__, a second copy of the module; the
+    # package's own main() catches the errors the package raises
+    from dslnas.cli import main as package_main
+    sys.exit(package_main())

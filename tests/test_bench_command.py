@@ -26,7 +26,7 @@ TINY = ["--set", "C=4", "--set", "N=1", "--batch-size", "8", "--steps", "2", "--
 KEYS = {
     "space", "method", "device", "device_name", "torch_version", "threads", "dataset",
     "batch_size", "steps", "warmup", "order", "inner_steps", "channels_last",
-    "fused", "cuda_graphs", "timing", "notes",
+    "fused", "cuda_graphs", "compiled", "compile_s", "timing", "notes",
     "weight_step_ms", "arch_step_ms", "iteration_ms", "weight_step_ms_all", "arch_step_ms_all",
     "wall_iteration_ms", "images_per_s", "train_images_per_s",
     "peak_memory_bytes", "peak_memory_kind",
@@ -90,6 +90,7 @@ def test_json_has_every_documented_key_with_sane_values(results, method):
     assert "FlopCounterMode" in r["flop_counter"]
     assert r["peak_memory_bytes"] > 0 and "RSS" in r["peak_memory_kind"]
     assert r["cuda_graphs"] is False and r["timing"].startswith("eager")
+    assert r["compiled"] is False and r["compile_s"] is None      # CPU default: not compiled
     assert r["fused"] is (method != "pc-darts")      # partial channels need per-edge modules
     # no peak is tabulated for CPUs, so no utilisation
     assert r["peak_tflops"] is None and r["utilisation"] is None

@@ -152,6 +152,8 @@ class BenchResult:
     inner_steps: int                # weight steps per architecture step in the search
     channels_last: bool
     fused: bool                     # fused search cells (supernet/fused.py) in the supernet
+    compiled: bool                  # cells torch.compiled (Supernet.compile_cells)
+    compile_s: float | None         # the first compiled iteration (compiling included), s
     cuda_graphs: bool               # iterations replayed as CUDA graphs
     timing: str                     # how the steps were timed
     notes: list[str]                # e.g. why CUDA graphs are off
@@ -304,7 +306,8 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
               warmup: int = 2, dataset: str = "synthetic", data_root=DEFAULT_DATA,
               download: bool = True, subset: int | None = None, seed: int = 0,
               channels_last: bool = False, fused: bool | None = None,
-              cuda_graphs: bool | None = None, _graph_capture: bool = True) -> BenchResult:
+              cuda_graphs: bool | None = None, compile_cells: bool | None = None,
+              _graph_capture: bool = True) -> BenchResult:
     """Time the weight and architecture steps of searching ``ir`` with ``method``.
 
     ``method`` is a resolved :class:`~dslnas.methods.spec.MethodSpec` (per-family defaults
@@ -313,13 +316,14 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
     classes) or a name ``load_dataset`` knows (then ``data_root``, ``download`` and ``subset``
     apply). ``fused`` and ``cuda_graphs`` mean what they mean for ``search()``, with the same
     defaults (fused cells wherever they fit; CUDA graphs on for a CUDA search of a graph-safe
-    method). ``_graph_capture=False`` (tests): the graphs' eager twin, on any device.
+    method). ``compile_cells`` likewise (default on for CUDA and methods that allow it); the
+    FLOPs are counted before compiling. ``_graph_capture=False`` (tests): the graphs' eager twin, on any device.
     Raises MethodError / DataError like ``search()``.
     """
     import torch
 
     from .graphs import GraphedStep, GraphUnsupported
-    from .loop import Searcher, _determinism
+    from .loop import MethodError, Searcher, _determinism, compile_safety
 
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got {steps} and {warmup}")
@@ -358,6 +362,24 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
         tb, vb = next_batches()
         for name, step in order:
             flops[name] = count_flops(step, tb, vb)
+
+        # compiled cells as search() has them: compiled now, compiled code built by the first
+        # warm-up iteration (its time is reported apart: a search pays it once)
+        if compile_cells is None:
+            compile_cells = device.type == "cuda" and compile_safety(s.parts) is None
+        compile_s = None
+        if compile_cells:
+            reason = compile_safety(s.parts)
+            if reason:
+                raise MethodError(f"--compile: {reason}")
+            s.supernet.compile_cells(batch_size)
+            s.compiled = True
+            t0 = time.perf_counter()
+            for name, step in order:
+                step(tb, vb)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            compile_s = time.perf_counter() - t0
 
         # 2. CUDA graphs as search() attaches them
         graphed = None
@@ -415,7 +437,8 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
         space=ir.name, method=method.name, device=device.type, device_name=name,
         torch_version=torch.__version__, threads=torch.get_num_threads(), dataset=dataset,
         batch_size=batch_size, steps=steps, warmup=warmup, order=sched.order, inner_steps=T,
-        channels_last=channels_last, fused=bool(s.is_fused),
+        channels_last=channels_last, fused=bool(s.is_fused), compiled=bool(compile_cells),
+        compile_s=compile_s,
         cuda_graphs=graphed is not None and graphed.capture and graphed.failed is None,
         timing=timing, notes=notes,
         weight_step_ms=w_ms, arch_step_ms=a_ms, iteration_ms=it_ms,
@@ -472,6 +495,10 @@ def add_command(subparsers) -> None:
                    help="replay each iteration as a CUDA graph, as `dslnas search` (default: on "
                         "for CUDA and graph-safe methods); the steps are then timed as a "
                         "weights-only iteration and a full one")
+    b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   dest="compile_cells",
+                   help="torch.compile each cell, as `dslnas search --compile` (default: on for "
+                        "CUDA and methods without double backward); compiling is not timed")
     b.add_argument("--seed", type=_nonneg_int("--seed"), default=0, help="random seed (default 0)")
     b.add_argument("--json", action="store_true", help="one JSON object")
     b.set_defaults(func=cmd_bench)
@@ -526,7 +553,8 @@ def _bench(args) -> int:
                            steps=args.steps, warmup=args.warmup, dataset=dataset,
                            data_root=args.data or DEFAULT_DATA, download=not args.no_download,
                            seed=args.seed, channels_last=args.channels_last,
-                           fused=args.fused, cuda_graphs=args.cuda_graphs)
+                           fused=args.fused, cuda_graphs=args.cuda_graphs,
+                           compile_cells=args.compile_cells)
     except torch.cuda.OutOfMemoryError:
         raise _user_error(f"out of GPU memory at batch size {method.schedule.batch_size}; "
                           f"try a smaller --batch-size") from None
@@ -553,6 +581,7 @@ def format_result(r: BenchResult) -> str:
         f"batch {r.batch_size} train + {r.batch_size} val per iteration, {r.dataset} data, "
         f"order {r.order}, {r.steps} timed iterations after {r.warmup} warm-up",
         f"fused cells {'on' if r.fused else 'off'}, cuda graphs {'on' if r.cuda_graphs else 'off'}"
+        + (f", compiled cells ({r.compile_s:.1f} s to compile)" if r.compiled else "")
         + (", channels-last" if r.channels_last else "") + f"; timing {r.timing}",
         *(f"note: {n}" for n in r.notes),
         "",

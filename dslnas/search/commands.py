@@ -121,6 +121,13 @@ def add_commands(subparsers) -> None:
     s.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
                    help="batch the edges leaving each node into fused kernels (same function; "
                         "default: on wherever the method allows)")
+    s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   dest="compile_cells",
+                   help="torch.compile each cell (same function within float tolerance; "
+                        "default: on for CUDA searches of methods without double backward)")
+    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format for the supernet and the data (default off; "
+                        "a resumed run keeps its own)")
     s.add_argument("--no-progress", action="store_true", help="plain epoch lines, no bar")
     s.set_defaults(func=cmd_search)
 
@@ -454,7 +461,7 @@ def cmd_search(args) -> int:
 
 
 _RESUME_OK = ("resume", "data", "device", "stop_after", "no_progress", "func", "command",
-              "cuda_graphs",
+              "cuda_graphs", "compile_cells", "channels_last",
               "deterministic", "no_download")
 
 
@@ -543,8 +550,8 @@ def _search(args) -> int:
     if (ds.in_channels, ds.num_classes) != DATASET_SHAPES[ds.name]:
         raise _user_error(f"dataset {ds.name}: unexpected {ds.in_channels} channels and "
                           f"{ds.num_classes} classes")
-    # channels-last measured no faster on an H100 (the NB201 step is launch-bound), so off
-    channels_last = False
+    channels_last = bool(args.channels_last if args.channels_last is not None
+                         else args.resume and config.get("channels_last"))
     data = SearchData.from_dataset(ds, batch_size=method.schedule.batch_size, device=device,
                                    split=method.schedule.split, split_seed=0, seed=seed,
                                    subset=subset, channels_last=channels_last)
@@ -583,7 +590,8 @@ def _search(args) -> int:
                             deterministic=deterministic, resume_state=resume_state,
                             benchmark=benchmark, progress=not args.no_progress,
                             stop_after=args.stop_after, channels_last=channels_last,
-                            cuda_graphs=args.cuda_graphs, fused=args.fused)
+                            cuda_graphs=args.cuda_graphs, fused=args.fused,
+                            compile_cells=args.compile_cells)
     except KeyboardInterrupt:
         print(f"interrupted; continue with: dslnas search --resume {run.path}", file=sys.stderr)
         raise

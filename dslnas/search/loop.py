@@ -179,6 +179,16 @@ def fused_fits(parts: Parts) -> bool:
         isinstance(parts.discretizer, Rule)
 
 
+def compile_safety(parts: Parts) -> str | None:
+    """None if the cells may be ``torch.compile``d for this method, else why not: compiled
+    autograd graphs support one backward, and the Neumann/amended hypergradients differentiate
+    the weight gradient again (double backward)."""
+    if type(parts.hypergradient) not in (hg.FirstOrder, hg.Unrolled):
+        return (f"hypergradient {type(parts.hypergradient).__name__} needs double backward, "
+                f"which compiled cells do not support")
+    return None
+
+
 def _build_supernet(ir: SpaceIR, parts: Parts, stages: list | None = None,
                     fused: bool | None = None):
     """Build with the transforms' keyword arguments and let them prepare the supernet.
@@ -260,7 +270,8 @@ class Searcher:
 
     def __init__(self, ir: SpaceIR, method: MethodSpec, *, device: str | torch.device = "cpu",
                  seed: int = 0, deterministic: bool = False, channels_last: bool = False,
-                 stages: list | None = None, fused: bool | None = None):
+                 stages: list | None = None, fused: bool | None = None,
+                 compile_cells: bool = False):
         self.ir = ir
         self.method = method
         self.schedule = method.schedule
@@ -280,6 +291,12 @@ class Searcher:
         self.supernet.to(self.device)
         if channels_last:
             self.supernet.to(memory_format=torch.channels_last)
+        self.compiled = compile_cells
+        if compile_cells:
+            reason = compile_safety(self.parts)
+            if reason:
+                raise MethodError(f"--compile: {reason}")
+            self.supernet.compile_cells(self.schedule.batch_size)
         self.extra = _as_dict(self.relaxation.extra_parameters(self.supernet))
         for p in self.extra.values():
             if p.device != self.device:
@@ -611,7 +628,8 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
            resume_state: dict | None = None, benchmark=None, progress: bool = True,
            stop_after: int | None = None, channels_last: bool = False,
            log: Callable[[str], None] | None = None,
-           cuda_graphs: bool | None = None, fused: bool | None = None) -> SearchResult:
+           cuda_graphs: bool | None = None, fused: bool | None = None,
+           compile_cells: bool | None = None) -> SearchResult:
     """Search ``ir`` with ``method`` on ``data``, writing into ``run``; see the module doc.
 
     ``resume_state``: a checkpoint dict (``checkpoint.load``) to continue from. ``benchmark``: a
@@ -623,6 +641,9 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
     ``cuda_graphs``: replay each iteration as a CUDA graph (:mod:`.graphs`); default on for a
     CUDA search of a graph-safe method without ``deterministic``; a reason is logged once when
     asked for but impossible.
+    ``compile_cells``: ``torch.compile`` each cell (``Supernet.compile_cells``; same function
+    within float tolerance, compiled once at the start); default on for a CUDA search of a
+    method that allows it (:func:`compile_safety`) without ``deterministic``.
     """
     device = torch.device(device)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -630,8 +651,12 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
         stages = resume_state.get("stages") if resume_state is not None else None
         if resume_state is not None:          # rebuild the cells the checkpoint was made with
             fused = resume_state.get("fused", False)
+        if compile_cells is None:
+            compile_cells = (device.type == "cuda" and not deterministic
+                             and compile_safety(make_parts(method)) is None)
         s = Searcher(ir, method, device=device, seed=seed, deterministic=deterministic,
-                     channels_last=channels_last, stages=stages, fused=fused)
+                     channels_last=channels_last, stages=stages, fused=fused,
+                     compile_cells=compile_cells)
         for t in s.transforms:
             total = getattr(t, "total_epochs", None)
             if total is not None and total != method.schedule.epochs and resume_state is None:

@@ -33,6 +33,7 @@ class Supernet(nn.Module):
                               node_norm=node_norm)
 
         self.net = MacroNetwork(ir, make_cell)
+        self.compiled_batch: int | None = None     # compile_cells() sets it
         self.cell_groups = [ir.cell(name).group if kind == "cell" else None
                             for kind, name in zip(self.net.kinds, self.net.cell_names)]
         # One tensor per sharing group, 1e-3 * N(0, 1) as in DARTS and NB201.
@@ -59,11 +60,36 @@ class Supernet(nn.Module):
         """The DARTS relaxation: softmax over each edge's real candidates."""
         return {g: masked_softmax(a, self.mask(g)) for g, a in self.alphas.items()}
 
+    def compile_cells(self, batch_size: int) -> None:
+        """``torch.compile`` each search cell on its own ("regional" compilation), for training
+        batches of ``batch_size``: the generated kernels fuse a cell's BN, ReLU and weighted
+        sums. Cells of one class and shape share the compiled code. (The whole supernet as one
+        graph had not finished compiling after 7 minutes in the issue's calibration.)
+
+        Compiling is slow (minutes for NB201 on the GPU machine, see docs/performance.md), so
+        only what the search repeats is compiled: one graph per cell shape for the weight step
+        (α held constant) and one for the architecture step. Other batch sizes (an epoch's last,
+        partial batch), eval mode and no-grad forwards run the same cells eagerly."""
+        import torch._dynamo
+        cells = [b for kind, b in zip(self.net.kinds, self.net.blocks) if kind == "cell"]
+        limit = torch._dynamo.config.cache_size_limit
+        torch._dynamo.config.cache_size_limit = max(limit, 2 * len(cells))
+        for cell in cells:
+            cell.compile(dynamic=False)
+        self.compiled_batch = batch_size
+
+    def _cell_call(self, x: torch.Tensor, weights: dict[str, torch.Tensor]):
+        groups = self.cell_groups
+        if self.compiled_batch is None or (self.training and torch.is_grad_enabled()
+                                           and x.shape[0] == self.compiled_batch):
+            return lambda i, cell, ins: cell(ins, weights[groups[i]])
+        # a compiled cell's ``forward`` is its eager code
+        return lambda i, cell, ins: cell.forward(ins, weights[groups[i]])
+
     def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor] | None = None):
         if weights is None:
             weights = self.softmax_weights()
-        groups = self.cell_groups
-        return self.net.run(x, lambda i, cell, ins: cell(ins, weights[groups[i]]))
+        return self.net.run(x, self._cell_call(x, weights))
 
 
 def masked_softmax(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

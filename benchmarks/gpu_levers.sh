@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The GPU speed measurements of docs/performance.md: the levers (eager / CUDA graph / + compiled
+# cells / + channels-last) with their differences from eager, then `dslnas bench` rows per
+# method. One space per call: each part has its own time limit, and together they fit the
+# device's 10-minute call when the compile cache is cold.
+#     bash benchmarks/gpu_levers.sh OUT_DIR nb201|darts     # JSON rows go to OUT_DIR
+# Print straight to the console (no pipe): a call that hits its limit keeps what was printed.
+set -u
+out=${1:-/tmp/bench}
+space=${2:-nb201}
+mkdir -p "$out"
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor-cache}
+python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+
+if [ "$space" = nb201 ]; then
+echo "== NB201 darts: eager vs graph vs compiled cells + graph"
+timeout 200 python benchmarks/graph_check.py --methods darts --iters 40 --frozen 3 --compile \
+    --kinds eager graphed compiled
+echo "== NB201 darts, channels-last"
+timeout 90 python benchmarks/graph_check.py --methods darts --iters 40 --frozen 3 --compile \
+    --channels-last --kinds graphed compiled
+
+bench() {   # space method steps warmup [flags]
+    local space=$1 method=$2 steps=$3 warmup=$4
+    shift 4
+    timeout 170 python -m dslnas.cli bench "spaces/$space.nas" --method "$method" --device cuda \
+        --batch-size 64 --steps "$steps" --warmup "$warmup" --json "$@" \
+        > "$out/$space-$method.json" || echo "bench $space $method: failed or timed out"
+    python - "$out/$space-$method.json" <<'EOF'
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except Exception:
+    sys.exit(0)
+print(f"| {r['space']} | {r['method']} | graphs {r['cuda_graphs']} compiled {r['compiled']} "
+      f"| {r['weight_step_ms']:.2f} | {r['arch_step_ms']:.2f} | {r['iteration_ms']:.2f} "
+      f"| {r['images_per_s']:.0f} | {r['peak_memory_bytes'] / 2**30:.2f} "
+      f"| {r['achieved_tflops']:.2f} | compile {r['compile_s']} s |", flush=True)
+EOF
+}
+echo "== dslnas bench (defaults: fused cells, CUDA graphs and compiled cells where they fit)"
+bench nb201 darts 50 10
+bench nb201 drnas 50 10
+bench nb201 pc-darts 50 10
+bench nb201 darts-2nd 10 2
+fi
+
+if [ "$space" = darts ]; then
+echo "== DARTS space darts: graph vs compiled cells + graph"
+timeout 240 python benchmarks/graph_check.py --space spaces/darts.nas --methods darts \
+    --iters 12 --frozen 2 --compile --kinds graphed compiled
+bench darts darts 20 5
+bench darts drnas 20 5
+bench darts darts-2nd 5 1
+fi
