@@ -172,11 +172,15 @@ def _as_dict(extra) -> dict[str, torch.Tensor]:
 
 def fused_fits(parts: Parts) -> bool:
     """The fused cell (supernet/fused.py) computes the same function with fewer kernels; it fits
-    methods that need no per-edge modules: no custom edge class, the rule discretizer."""
+    methods that need no per-edge modules (no custom edge class, the rule discretizer) and whose
+    initialisation does not depend on a conv's output width."""
     from ..methods.discretizers import Rule
-    from ..methods.transforms import merge_build_kwargs
+    from ..methods.transforms import RandomFeatures, merge_build_kwargs
+    # Kaiming by fan-out would see the stacked convs' n-times larger fan-out
+    fan_out_init = any(isinstance(t, RandomFeatures) and t.init == "kaiming_normal"
+                       for t in parts.transforms)
     return "edge_cls" not in merge_build_kwargs(parts.transforms) and \
-        isinstance(parts.discretizer, Rule)
+        isinstance(parts.discretizer, Rule) and not fan_out_init
 
 
 def compile_safety(parts: Parts) -> str | None:

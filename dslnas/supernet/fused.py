@@ -1,23 +1,44 @@
 """A search cell that batches work across the edges leaving each node (the speed path).
 
 The plain ``SearchCell`` runs every candidate of every edge separately: for NB201 that is ~115
-small kernels per cell, and an eager step is bound by the CPU launching them. Here every node's
-outgoing edges are computed together, which is exact:
+small kernels per cell, for DARTS ~700 in the forward pass alone (168 of them convolutions, 12 per
+edge for its separable and dilated candidates). An eager step is then bound by the CPU launching
+them. Here every node's outgoing edges are computed together, which is exact because those edges
+share their input (the source node) and their stride:
 
-* ReLU-conv-BN candidates (``nor_conv_1x1``, ``nor_conv_3x3``) of all edges leaving a node share
-  their input, so they are one convolution with the edges' filters stacked on the output channels
-  and one BN over all of them (BN is per channel, so stacking changes nothing);
+* ReLU-conv-BN candidates (NB201's ``nor_conv_1x1``, ``nor_conv_3x3``) are one convolution with
+  the edges' filters stacked on the output channels and one BN over all of them (BN is per
+  channel, so stacking changes nothing);
+* DARTS' dilated and separable convolutions (``dil_conv_*``, ``sep_conv_*``: ReLU, depthwise,
+  pointwise, BN, twice for ``sep_conv``) run on the ReLU'd input replicated n times, edge-major
+  (B, n*C, H, W): the depthwise conv has groups=n*C (each channel its own filter anyway), each
+  edge's pointwise C->C filter is one group of a groups=n 1x1 conv, and BN covers n*C channels.
+  Every output channel sees exactly the values and weights of its edge, so the result is the
+  per-edge result stacked (12 convolutions per source node instead of 12 per edge); one replica
+  serves every such candidate of the node with the same number of edges;
+* all of these share one ReLU of the source node;
 * parameter-free candidates (pools, ``skip_connect`` at stride 1) give the same tensor on every
   edge leaving a node, so they run once; the DARTS supernet's BN after a pool (affine=False) also
   gives the same result for every edge (same input, same statistics), so it runs once too;
 * ``none`` contributes nothing and is skipped;
-* any other candidate keeps its own module per edge.
+* any other candidate (``skip_connect`` at stride 2, ``noise``, user ops) keeps its own module per
+  edge.
 
-A node is then the weighted sum of its terms, one fused multiply-add each. Parameters are laid
-out per source node instead of per edge, with the same total; ``load_from`` copies the weights of
-a plain ``SearchCell``, which the equivalence tests use.
+Which path a candidate takes follows the module its op builds (``ReLUConvBN``, ``DilConv``,
+``SepConv``), not its name, so the batched modules copy the plain ones' settings (kernel, stride
+on the first depthwise conv only, padding, dilation, BN flags).
+
+A node is then the weighted sum of its terms, one fused multiply-add each (the α weights of all
+terms are gathered with one index op per cell). Parameters are laid out per source node instead
+of per edge, with the same total and the same default initial distribution (PyTorch's default
+init depends on each filter's fan-in, which stacking keeps; an init by fan-out, such as
+``nn.init.kaiming_normal_(mode="fan_out")``, would see n times the per-edge fan-out).
+``tensor_map`` says which slice of which tensor holds each edge's weights and statistics, and
+``load_from`` copies the weights of a plain ``SearchCell`` through it (the equivalence tests).
 """
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import attrs
 import torch
@@ -25,13 +46,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ir.model import CellBlock, CellIR
-from ..ops import op_kind
+from ..ops import DilConv, ReLUConvBN, SepConv, create_op, op_kind
 from .cells import _CellBase
 from .mixed import MixedEdge
 
-# Candidates that stack into one conv per source: name -> (kernel, padding).
-RELU_CONV_BN = {"nor_conv_1x1": (1, 0), "nor_conv_3x3": (3, 1)}
 SHARED_POOLS = {"avg_pool_3x3", "max_pool_3x3"}
+# plan kinds whose module computes n edges at once, one C-channel slice (slot) per edge
+BATCHED = ("relu_conv_bn", "dw_stack")
 
 
 @attrs.frozen
@@ -40,6 +61,70 @@ class _Target:
     col: int        # the candidate's column in that row
     dst: int        # destination node
     slot: int       # which C-channel slice of the group's output (0 for shared outputs)
+    wi: int = -1    # position of weights[row, col] in the cell's gathered weight vector
+
+
+def _template(name: str, C: int, stride: int, affine: bool, track: bool) -> nn.Module | None:
+    """The op as a plain edge builds it, on the meta device: its type and settings decide how to
+    batch it, without drawing random numbers (the RNG stream stays as it was) or memory."""
+    try:
+        with torch.device("meta"):
+            return create_op(name, C, C, stride, affine=affine, track=track)
+    except (NotImplementedError, RuntimeError):
+        return None     # an op that cannot be built on meta simply stays per edge
+
+
+def _bn(n: int, bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(n * bn.num_features, eps=bn.eps, momentum=bn.momentum,
+                          affine=bn.affine, track_running_stats=bn.track_running_stats)
+
+
+def _dw_block_ok(block: nn.Module, C: int) -> bool:
+    return (type(block) is DilConv and block.dw.groups == C == block.dw.in_channels
+            and block.dw.out_channels == C and block.pw.in_channels == C
+            and block.pw.out_channels == C and block.dw.bias is None and block.pw.bias is None)
+
+
+class _DwPwBn(nn.Sequential):
+    """``DilConv`` (less its ReLU) of n edges on the edge-major replicated input (B, n*C, H, W):
+    one depthwise conv over all n*C channels, each edge's pointwise C->C filter as one group of a
+    groups=n 1x1 conv, one BN. Submodule names match ``DilConv``'s (``tensor_map`` relies on it)."""
+
+    def __init__(self, n: int, C: int, block: DilConv):
+        dw = block.dw
+        super().__init__(OrderedDict(
+            dw=nn.Conv2d(n * C, n * C, dw.kernel_size, dw.stride, dw.padding, dw.dilation,
+                         groups=n * C, bias=False),
+            pw=nn.Conv2d(n * C, n * C, 1, groups=n, bias=False),
+            bn=_bn(n, block.bn),
+        ))
+
+
+def _dw_stack(n: int, C: int, op: nn.Module) -> nn.Module | None:
+    """The batched module of ``n`` copies of ``op`` (a ``DilConv`` or ``SepConv``), or None."""
+    if _dw_block_ok(op, C):
+        return _DwPwBn(n, C, op)
+    if type(op) is SepConv and _dw_block_ok(op.block1, C) and _dw_block_ok(op.block2, C):
+        # the ReLU in front of block2 acts per channel: on the stack it is the per-edge one
+        return nn.Sequential(OrderedDict(block1=_DwPwBn(n, C, op.block1), relu=nn.ReLU(),
+                                         block2=_DwPwBn(n, C, op.block2)))
+    return None
+
+
+def _replicate(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, n*C, H, W), channel e*C + c = x[:, c]: one copy forward, one sum back.
+
+    Why replicate rather than a depthwise conv with groups=C and n*C outputs (no copy)? That conv
+    writes channel-major (c, e) channels, so each candidate would need its own permutation copy
+    before the groups=n pointwise conv (forward and backward: 2 kernels per candidate), while
+    one replica serves every depthwise-stacked candidate of the node (2 kernels per node), and
+    the stacked weights stay in plain per-edge order. ``repeat`` would drop channels_last, so a
+    channels_last input is tiled along its (contiguous) last dimension instead."""
+    if n == 1:
+        return x
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).repeat(1, 1, 1, n).permute(0, 3, 1, 2)
+    return x.repeat(1, n, 1, 1)
 
 
 class FusedSearchCell(_CellBase):
@@ -72,15 +157,23 @@ class FusedSearchCell(_CellBase):
                 key = f"s{s}_{name}"
                 if kind == "zero":
                     continue
-                if name in RELU_CONV_BN:
-                    k, pad = RELU_CONV_BN[name]
-                    n = len(uses)
-                    # NB201 convs carry a bias exactly when BN is not affine (reference 2.1).
+                n = len(uses)
+                slots = tuple(_Target(e.row, c, e.dst, i) for i, (e, c) in enumerate(uses))
+                op = None if name in SHARED_POOLS else _template(name, C, stride, affine, track)
+                stacked = _dw_stack(n, C, op)
+                if type(op) is ReLUConvBN and op.conv.groups == 1 and \
+                        op.conv.in_channels == op.conv.out_channels == C:
+                    # NB201 convs carry a bias exactly when BN is not affine (reference 2.1):
+                    # the template says which. Sequential(conv, bn): keys as before.
+                    cv = op.conv
                     self.mods[key] = nn.Sequential(
-                        nn.Conv2d(C, n * C, k, stride, pad, bias=not affine),
-                        nn.BatchNorm2d(n * C, affine=affine, track_running_stats=track))
-                    targets = tuple(_Target(e.row, c, e.dst, i) for i, (e, c) in enumerate(uses))
-                    plan.append(("relu_conv_bn", key, targets))
+                        nn.Conv2d(C, n * C, cv.kernel_size, cv.stride, cv.padding, cv.dilation,
+                                  bias=cv.bias is not None),
+                        _bn(n, op.bn))
+                    plan.append(("relu_conv_bn", key, slots))
+                elif stacked is not None:
+                    self.mods[key] = stacked
+                    plan.append(("dw_stack", key, slots))
                 elif name in SHARED_POOLS or (kind == "identity" and stride == 1):
                     self.mods[key] = MixedEdge((name,), C, stride, affine, track, pool_bn).ops[0]
                     targets = tuple(_Target(e.row, c, e.dst, 0) for e, c in uses)
@@ -92,26 +185,52 @@ class FusedSearchCell(_CellBase):
                                                     pool_bn).ops[0]
                         plan.append(("edge", ekey, (_Target(e.row, c, e.dst, 0),)))
             self.plan.append(plan)
+        # Number the targets in execution order: forward gathers all their α weights with one
+        # index op (one backward scatter) instead of two selects per target.
+        rows, cols = [], []
+        for plan in self.plan:
+            for i, (kind, key, targets) in enumerate(plan):
+                numbered = []
+                for t in targets:
+                    numbered.append(attrs.evolve(t, wi=len(rows)))
+                    rows.append(t.row)
+                    cols.append(t.col)
+                plan[i] = (kind, key, tuple(numbered))
+        # not persistent: the state dict is unchanged; buffers follow .to(device)
+        self.register_buffer("w_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
+        self.register_buffer("w_cols", torch.tensor(cols, dtype=torch.long), persistent=False)
 
     def forward(self, inputs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
         states = [p(x) for p, x in zip(self.preprocess, inputs)]
         acc: list[torch.Tensor | None] = [None] * self.n_total
+        ws = weights[self.w_rows, self.w_cols].unbind(0)
         for s in range(self.n_total):
             if s >= self.n_inputs:
                 states.append(self._finish(s, acc[s], states))
             x = states[s]
-            relu = None
+            relu = None                                 # one ReLU(x) for every batched kind
+            replicas: dict[int, torch.Tensor] = {}      # ReLU(x) tiled n times, by n
             for kind, key, targets in self.plan[s]:
-                if kind == "relu_conv_bn":
+                batched = kind in BATCHED
+                if batched:
                     if relu is None:
                         relu = F.relu(x)
-                    y = self.mods[key](relu)
-                    y = y.view(y.shape[0], len(targets), self.C, *y.shape[2:])
+                    n = len(targets)
+                    if kind == "dw_stack":
+                        inp = replicas.get(n)
+                        if inp is None:
+                            inp = replicas[n] = _replicate(relu, n)
+                    else:
+                        inp = relu
+                    y = self.mods[key](inp)
+                    # unbind, not y[:, slot] per edge: its backward stacks the n gradients once
+                    # instead of n zero-filled full-size tensors summed together
+                    y = y.view(y.shape[0], n, self.C, *y.shape[2:]).unbind(1)
                 else:
                     y = self.mods[key](x)
                 for t in targets:
-                    term = y[:, t.slot] if kind == "relu_conv_bn" else y
-                    w = weights[t.row, t.col]
+                    term = y[t.slot] if batched else y
+                    w = ws[t.wi]
                     acc[t.dst] = w * term if acc[t.dst] is None else \
                         torch.addcmul(acc[t.dst], w, term)
         return self._output(states)
@@ -126,27 +245,36 @@ class FusedSearchCell(_CellBase):
             total = total / self.in_degree[n]
         return self.node_norm[n - self.n_inputs](total)
 
+    def tensor_map(self, cell):
+        """Where each edge's weights and statistics live: yields ``(fused, index, plain)`` for
+        every parameter and buffer of the candidate ops of the plain ``SearchCell`` ``cell``
+        (same cell type), ``fused[index]`` being the tensor that plays ``plain``'s part. Batched
+        modules hold edge ``slot`` in channels ``slot*C:(slot+1)*C`` of every tensor (scalars such
+        as ``num_batches_tracked`` are shared); a shared module (pools) stands for every edge."""
+        C = self.C
+        for plan in self.plan:
+            for kind, key, targets in plan:
+                mod = self.mods[key]
+                fused = list(mod.named_parameters()) + list(mod.named_buffers())
+                for t in targets:
+                    src = cell.edges[t.row].ops[t.col]
+                    plain = dict(src.named_parameters()) | dict(src.named_buffers())
+                    for name, tensor in fused:
+                        if kind == "relu_conv_bn":          # Sequential(conv, bn) vs ReLUConvBN
+                            idx, rest = name.split(".", 1)
+                            pname = ("conv", "bn")[int(idx)] + "." + rest
+                        else:                               # same names as the plain module
+                            pname = name
+                        if kind in BATCHED and tensor.dim() > 0:
+                            index = slice(t.slot * C, (t.slot + 1) * C)
+                        else:
+                            index = ...
+                        yield tensor, index, plain[pname]
+
     @torch.no_grad()
     def load_from(self, cell) -> None:
         """Copy the weights and BN statistics of a plain ``SearchCell`` of the same cell type."""
         self.preprocess.load_state_dict(cell.preprocess.state_dict())
         self.node_norm.load_state_dict(cell.node_norm.state_dict())
-        for plan in self.plan:
-            for kind, key, targets in plan:
-                if kind == "relu_conv_bn":
-                    conv, bn = self.mods[key]
-                    for t in targets:
-                        src = cell.edges[t.row].ops[t.col]          # ReLUConvBN
-                        sl = slice(t.slot * self.C, (t.slot + 1) * self.C)
-                        conv.weight[sl].copy_(src.conv.weight)
-                        if conv.bias is not None:
-                            conv.bias[sl].copy_(src.conv.bias)
-                        for name in ("weight", "bias", "running_mean", "running_var"):
-                            dst_t = getattr(bn, name)
-                            if dst_t is not None:
-                                dst_t[sl].copy_(getattr(src.bn, name))
-                        if bn.num_batches_tracked is not None:
-                            bn.num_batches_tracked.copy_(src.bn.num_batches_tracked)
-                else:
-                    t = targets[0]
-                    self.mods[key].load_state_dict(cell.edges[t.row].ops[t.col].state_dict())
+        for fused, index, plain in self.tensor_map(cell):
+            fused[index].copy_(plain)

@@ -1,0 +1,872 @@
+#!/usr/bin/env python3
+"""NAS-Bench-201 reproduction table, protocol A: run the searches, record them, report the table.
+
+Protocol A: every method searches ``spaces/nb201.nas`` on CIFAR-10 with its full default NB201
+schedule (``dslnas methods``), seeds 0 1 2; the final architecture is looked up in the NB201
+table on CIFAR-10, CIFAR-100 and ImageNet16-120 (200-epoch test accuracy).
+
+Subcommands::
+
+    run     run the (method, seed) searches, K at a time, until done or out of --budget; a
+            stopped search keeps its last per-epoch checkpoint and a later ``run`` on the same
+            disk resumes it; ``--collect DIR`` copies each search's small files to DIR/<job>/
+    record  one small JSON per finished run (no accuracies) for results/nb201/ in the repo
+    report  markdown (or --json) table: mean ± std per method beside the published numbers
+
+Layout: ``RUNS/<method>-s<seed>/`` is the search's run directory (config.json, metrics.jsonl,
+checkpoint.pt, genotype.*, tb/) plus ``reproduce.json`` (this script's notes per session: K,
+GPU, commit, command); ``RUNS/<method>-s<seed>.log`` is the search's output, all sessions.
+
+Device recipe (the ``run`` tool: at most 10 minutes a command, 64 MiB carried in, at most 8 files
+coming back from $OUT, at most 2 folder levels down; the disk may be bare at every call)
+-------------------------------------------------------------------------------------------------
+ONE call does everything: install the wheels (``.whl/``: lark and graphviz, which the device
+image lacks; git-ignored), rebuild CIFAR-10 from its JPEG copy (6 s), run::
+
+    run(carry=[".whl", ".device-data"], timeout_s=585, command=
+        "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade "
+        "--target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 && "
+        "python3 .device-data/cifar10_from_jpeg.py .device-data/cifar10-jpeg.npz "
+        "data/cifar-10-batches-py && "
+        "python3 benchmarks/reproduce_nb201.py run --runs runs/nb201 --data data "
+        "--benchmark .device-data/nb201-test-accuracy.csv --methods M --seeds S --parallel 1 "
+        "--budget 555 --margin 8 --device cuda --collect $OUT")
+
+The searches stop 8 s (--margin) before the 555 s budget, counted from the script's start, which
+leaves the 585 s call time for the install, the data and the copy. ``--collect $OUT`` brings
+back 3-4 small files per search: at most two searches per call come back whole (a warning says
+when more than 8 files were written). Add ``--commit HASH`` (``git rev-parse HEAD`` here) to
+record the code's commit: the device's copy of the tree has no .git.
+
+A search that the budget stops cannot be resumed in a later call: the machine staying warm
+between calls is not dependable, and the checkpoint (13.9 MB) cannot be carried in: it does not
+fit next to the 57 MB CIFAR-10 copy in a call's 64 MiB. So queue only searches that finish
+inside one call. Measured on one H100 this session (docs/performance.md): NB201 DARTS first
+order takes 154-466 s for its first epoch (torch.compile included), then 7.7-9.6 s per epoch, so
+its full 50 epochs (≈ 10-14 min) do not fit one call yet; a stopped search still brings back its
+metrics and is reported as unfinished. Resuming works where the disk stays (a workstation): call
+``run`` again with the same --runs.
+
+Then, here (FILES_AT: the reply's files_at folder; the table is never committed)::
+
+    python3 benchmarks/reproduce_nb201.py record --runs FILES_AT --out results/nb201
+    python3 benchmarks/reproduce_nb201.py report --runs results/nb201 \\
+        --benchmark .device-data/nb201-test-accuracy.csv
+
+The records hold genotypes, timings and commands, no accuracies: ``report`` looks them up in the
+table (``report --runs FILES_AT`` also lists the unfinished searches).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))            # dslnas from this checkout (not installed on the device)
+SPACE = REPO / "spaces" / "nb201.nas"
+SIDECAR = "reproduce.json"
+CHECKPOINT = "checkpoint.pt"
+RECORD_FORMAT = "dslnas-nb201-record/1"
+SEEDS = (0, 1, 2)
+KILL_GRACE = 5.0                         # seconds between SIGTERM and SIGKILL
+DATASETS = ("cifar10", "cifar100", "ImageNet16-120")   # as asked of BenchmarkTable.dataset
+# what a search writes into its run directory (anything else makes `run` refuse to clear it)
+RUN_FILES = {"config.json", "metrics.jsonl", "tb", "summary.json", "genotype.json",
+             "genotype.txt", "genotype.svg", "genotype.dot", CHECKPOINT, SIDECAR}
+# what --collect copies (genotype.json only exists once the search finished)
+COLLECT_FILES = ("metrics.jsonl", "config.json", SIDECAR, "genotype.json")
+OUT_MAX_FILES = 8                        # the most files $OUT brings back
+
+_T0 = time.monotonic()                   # --budget counts from the script's start
+
+# ---- published NB201 results -----------------------------------------------------------------
+# Source: ../shared/reference/methods.md (the project's implementation reference of the
+# methods), its NB201 result sections: §1.5 (the NB201 paper's weight-sharing table: DARTS-V1 and
+# DARTS-V2 rows and search seconds, protocol A), §3(d) (PC-DARTS as run by DrNAS, protocol B),
+# §4(d)/(e) (DrNAS, protocol B; issue #8: from the non-progressive script), §5(d) (RF-DARTS:
+# PapersWithCode means, ImageNet16-120 cut off), §6(d) (iDARTS-Wang: none found), §7(b)/(d)
+# (iDARTS-Zhang, protocol A; 86,430.6 s is one 30-epoch run in the official log), §8(d)
+# (Amended-DARTS: none known). Test accuracy %, (mean, std); std None = not given.
+# Protocol A = search on CIFAR-10, look the same architecture up on all three datasets (what this
+# script does); B = one search per dataset (not directly comparable).
+PUBLISHED: dict[str, dict] = {
+    "darts": {"acc": {"cifar10": (54.30, 0.00), "cifar100": (15.61, 0.00),
+                      "ImageNet16-120": (16.32, 0.00)},
+              "protocol": "A", "search_s": 10889.87, "source": "NB201 paper, DARTS-V1"},
+    "darts-2nd": {"acc": {"cifar10": (54.30, 0.00), "cifar100": (15.61, 0.00),
+                          "ImageNet16-120": (16.32, 0.00)},
+                  "protocol": "A", "search_s": 29901.67, "source": "NB201 paper, DARTS-V2"},
+    "pc-darts": {"acc": {"cifar10": (93.41, 0.30), "cifar100": (67.48, 0.89),
+                         "ImageNet16-120": (41.31, 0.22)},
+                 "protocol": "B", "search_s": None, "source": "DrNAS paper's table"},
+    "drnas": {"acc": {"cifar10": (94.36, 0.00), "cifar100": (73.51, 0.00),
+                      "ImageNet16-120": (46.34, 0.00)},
+              "protocol": "B", "search_s": None, "source": "DrNAS paper"},
+    "rf-darts": {"acc": {"cifar10": (94.27, None), "cifar100": (72.94, None),
+                         "ImageNet16-120": None},
+                 "protocol": "?", "search_s": None,
+                 "source": "RF-DARTS, PapersWithCode means (best C10 94.36)"},
+    "idarts-ift": {"acc": {"cifar10": (93.58, 0.32), "cifar100": (70.83, 0.48),
+                           "ImageNet16-120": (40.89, 0.68)},
+                   "protocol": "A", "search_s": 86430.6,
+                   "source": "iDARTS (Zhang et al.); seconds: one run, official log"},
+}
+NOT_PUBLISHED: dict[str, str] = {
+    "drnas-progressive": "none: DrNAS' NB201 numbers come from the non-progressive script",
+    "rf-pcdarts": "none found",
+    "idarts-nn": "none found",
+    "amended-darts": "none known",
+}
+
+
+# ---- small helpers ---------------------------------------------------------------------------
+
+def job_name(method: str, seed: int) -> str:
+    return f"{method}-s{seed}"
+
+
+def all_methods() -> list[str]:
+    """The method names, in the order of ``dslnas methods``."""
+    from dslnas.methods.spec import METHODS
+    return list(METHODS)
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: Path, data) -> None:
+    """Atomically (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl records; a line cut by a kill ends the list."""
+    out = []
+    try:
+        text = (Path(run_dir) / "metrics.jsonl").read_text()
+    except OSError:
+        return out
+    for line in filter(str.strip, text.splitlines()):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            break
+    return out
+
+
+def repo_arg(path: str | Path) -> str:
+    """A path argument for a child running in the repo root: relative to it when inside it."""
+    p = Path(path).expanduser().absolute()
+    try:
+        return str(p.relative_to(REPO))
+    except ValueError:
+        return str(p)
+
+
+def shown_command(cmd: list[str]) -> str:
+    """The command as one shell line, with ``python`` for this interpreter's path."""
+    return shlex.join(["python", *cmd[1:]])
+
+
+def device_name(device: str) -> str | None:
+    """The GPU model (nvidia-smi) for cuda, the processor for cpu; None if unknown."""
+    if device == "cpu":
+        return platform.processor() or platform.machine() or None
+    try:
+        p = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = p.stdout.strip().splitlines()
+    return names[0].strip() if names else None
+
+
+def git_commit() -> str | None:
+    """HEAD of this checkout (+"-dirty" with tracked changes); None without git."""
+    def git(*a: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True,
+                              timeout=20)
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode:
+            return None
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ---- the state of one run directory ----------------------------------------------------------
+
+@dataclass
+class RunState:
+    status: str                 # finished | partial | empty (nothing to resume) | absent
+    epochs: int = 0             # epochs done, by metrics.jsonl
+    total: int | None = None    # the schedule's epochs
+
+    def describe(self) -> str:
+        if self.status not in ("finished", "partial"):
+            return self.status
+        done = ", finished" if self.status == "finished" else ""
+        return f"{self.epochs}/{self.total or '?'} epochs{done}"
+
+
+def run_state(run_dir: Path) -> RunState:
+    """Finished: genotype.json exists (the search writes it only at the end) and metrics.jsonl
+    reaches the schedule's last epoch; no checkpoint is needed (a --collect folder has none).
+    Partial: a checkpoint exists (resumable). Empty: anything else; it starts from scratch.
+
+    In the instant between an epoch's metrics line and its checkpoint the epochs count one more
+    than the checkpoint holds (the resume truncates the line)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return RunState("absent")
+    config = read_json(run_dir / "config.json")
+    try:
+        total = int(config["method"]["schedule"]["epochs"])
+    except (KeyError, TypeError, ValueError):
+        total = None
+    metrics = read_metrics(run_dir)
+    epochs = int(metrics[-1].get("epoch", len(metrics))) if metrics else 0
+    if (run_dir / "genotype.json").is_file() and (total is None or epochs >= total):
+        return RunState("finished", epochs, total)
+    if (run_dir / CHECKPOINT).is_file():
+        return RunState("partial", epochs, total)
+    return RunState("empty", epochs, total)
+
+
+def read_sidecar(run_dir: Path) -> dict:
+    data = read_json(Path(run_dir) / SIDECAR)
+    return data if isinstance(data, dict) else {"sessions": []}
+
+
+def clear_for_fresh_start(run_dir: Path) -> None:
+    """A run folder without a checkpoint holds nothing to resume: remove it, so that ``dslnas
+    search --out`` finds no folder. Refuses folders with files a search does not write."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return
+    strange = [p.name for p in run_dir.iterdir()
+               if p.name not in RUN_FILES and not (p.name.startswith(".") and
+                                                   p.name.endswith(".tmp"))]
+    if strange:
+        raise RuntimeError(f"{run_dir} has no checkpoint but holds files a search does not "
+                           f"write ({', '.join(sorted(strange))}); move them away")
+    shutil.rmtree(run_dir)
+
+
+def collect_small_files(run_dirs: Iterable[Path], dest: Path,
+                        out: Callable[[str], None] = print) -> list[Path]:
+    """Copy each run's COLLECT_FILES (never checkpoints or tb/) to ``dest/<run>/``."""
+    written = []
+    for run_dir in map(Path, run_dirs):
+        names = [n for n in COLLECT_FILES if (run_dir / n).is_file()]
+        if names:
+            (dest / run_dir.name).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            written.append(Path(shutil.copy2(run_dir / name, dest / run_dir.name / name)))
+    out(f"collected {len(written)} file(s) into {dest}/")
+    if len(written) > OUT_MAX_FILES:
+        out(f"WARNING: {len(written)} files: $OUT brings back at most {OUT_MAX_FILES}; "
+            f"queue fewer searches per call")
+    return written
+
+
+# ---- run: the queue --------------------------------------------------------------------------
+
+@dataclass
+class Job:
+    method: str
+    seed: int
+    run_dir: Path
+    mode: str = ""                         # fresh | resume
+    command: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    log_file: object = None
+    started: float = 0.0
+    started_at: str = ""
+    epochs_before: int = 0
+    killed: str = ""                       # why this script stopped it ("at the budget")
+    outcome: str = ""
+
+    @property
+    def name(self) -> str:
+        return job_name(self.method, self.seed)
+
+    @property
+    def log(self) -> Path:
+        """The search's output, beside its run folder (which the search must create itself)."""
+        return self.run_dir.with_name(self.name + ".log")
+
+
+def search_command(job: Job, args) -> list[str]:
+    """The child's command line (run in the repo root)."""
+    base = [sys.executable, "-m", "dslnas.cli", "search"]
+    if job.mode == "resume":       # the rest comes from the run's config.json
+        return base + ["--resume", repo_arg(job.run_dir), "--data", repo_arg(args.data),
+                       "--device", args.device, "--no-progress", "--no-download"]
+    return base + [repo_arg(SPACE), "--method", job.method, "--seed", str(job.seed),
+                   "--out", repo_arg(job.run_dir), "--data", repo_arg(args.data),
+                   "--benchmark", repo_arg(args.benchmark), "--device", args.device,
+                   "--dataset", args.dataset, "--no-download", "--no-progress",
+                   *shlex.split(args.search_args or "")]
+
+
+class Runner:
+    """Runs jobs K at a time under a wall-clock budget. ``hook(runner)`` is called every poll
+    (tests use it to move ``kill_at``)."""
+
+    def __init__(self, jobs: list[Job], args, out: Callable[[str], None] = print,
+                 hook: Callable[["Runner"], None] | None = None, t0: float | None = None):
+        self.args, self.out, self.hook = args, out, hook
+        self.t0 = time.monotonic() if t0 is None else t0
+        self.kill_at = (self.t0 + args.budget - args.margin) if args.budget is not None else None
+        self.pending = list(jobs)
+        self.running: list[Job] = []
+        self.failed: list[Job] = []
+        self.device_name = device_name(args.device)
+        self.commit = args.commit or git_commit()
+
+    def clock(self) -> str:
+        return f"[{time.monotonic() - self.t0:6.0f}s]"
+
+    def time_left(self) -> float:
+        return math.inf if self.kill_at is None else self.kill_at - time.monotonic()
+
+    def start(self, job: Job) -> None:
+        state = run_state(job.run_dir)
+        try:
+            if state.status == "partial":
+                job.mode = "resume"
+                job.epochs_before = state.epochs
+                for p in job.run_dir.glob(f".{CHECKPOINT}.*.tmp"):   # a kill mid-save
+                    p.unlink()
+            else:
+                job.mode = "fresh"
+                clear_for_fresh_start(job.run_dir)
+            job.command = search_command(job, self.args)
+            job.log_file = open(job.log, "ab")
+            job.started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
+            job.log_file.write(
+                f"\n=== reproduce_nb201 {job.started_at}: {job.mode}, K={self.args.parallel}, "
+                f"device {self.args.device}: {shown_command(job.command)}\n".encode())
+            job.log_file.flush()
+            job.started = time.monotonic()
+            job.proc = subprocess.Popen(job.command, cwd=REPO, stdout=job.log_file,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                        process_group=0)
+        except (OSError, RuntimeError) as e:
+            job.outcome = "failed"
+            self.failed.append(job)
+            self.out(f"{self.clock()} {job.name}: FAILED to start: {e}")
+            if job.log_file:
+                job.log_file.close()
+            return
+        what = f"resume at epoch {state.epochs}" if job.mode == "resume" else "fresh"
+        self.out(f"{self.clock()} {job.name}: start ({what})")
+        self.running.append(job)
+
+    def finish(self, job: Job) -> None:
+        """Say how the search ended and note the session in its reproduce.json."""
+        self.running.remove(job)
+        job.log_file.close()
+        rc = job.proc.returncode
+        wall = time.monotonic() - job.started
+        state = run_state(job.run_dir)
+        if state.status == "finished":
+            job.outcome = "finished"
+            m = read_metrics(job.run_dir)
+            secs = float(m[-1].get("elapsed", 0.0)) if m else 0.0
+            line = (f"finished  {state.describe()}, search {secs:.1f} s "
+                    f"({secs / max(1, len(m)):.2f} s/epoch), wall {wall:.0f} s")
+        elif job.killed or rc == 0:                 # or dslnas --stop-after
+            job.outcome = "stopped"
+            why = job.killed or "(exit 0)"
+            line = (f"stopped {why}: {state.describe()} done, checkpoint kept"
+                    if state.status == "partial" else f"stopped {why}, no checkpoint yet")
+        else:
+            job.outcome = "failed"
+            self.failed.append(job)
+            tail = job.log.read_text(errors="replace").splitlines()[-15:]
+            line = (f"FAILED (exit {rc}) after {wall:.0f} s, {state.describe()}; "
+                    f"end of {job.log}:\n" + "\n".join("    " + t for t in tail))
+        self.out(f"{self.clock()} {job.name}: {line}")
+        if not (job.run_dir / "config.json").is_file():     # the search made no folder
+            return
+        side = read_sidecar(job.run_dir)
+        side.setdefault("format", "reproduce-nb201-sessions/1")
+        if job.mode == "fresh":
+            side["search_command"] = shown_command(job.command)
+        side.setdefault("sessions", []).append({
+            "mode": job.mode, "parallel": self.args.parallel, "device": self.args.device,
+            "device_name": self.device_name, "host": platform.node(),
+            "commit": self.commit, "started": job.started_at, "wall_s": round(wall, 2),
+            "epochs_before": job.epochs_before, "epochs_after": state.epochs, "exit": rc,
+            "outcome": job.outcome, "command": shown_command(job.command)})
+        write_json(job.run_dir / SIDECAR, side)
+
+    def stop_all(self, why: str = "at the budget") -> None:
+        """SIGTERM every running search's process group, SIGKILL what is left KILL_GRACE
+        seconds later. The last per-epoch checkpoint (written atomically) survives."""
+        for job in self.running:
+            job.killed = why
+            try:
+                os.killpg(job.proc.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        end = time.monotonic() + KILL_GRACE
+        while time.monotonic() < end and any(j.proc.poll() is None for j in self.running):
+            time.sleep(0.05)
+        for job in list(self.running):
+            if job.proc.poll() is None:
+                try:
+                    os.killpg(job.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                job.proc.wait()
+            self.finish(job)
+
+    def loop(self) -> None:
+        args = self.args
+        while self.pending or self.running:
+            if self.hook is not None:
+                self.hook(self)
+            if self.time_left() <= 0:
+                if self.running:
+                    self.out(f"{self.clock()} budget reached: stopping "
+                             f"{', '.join(j.name for j in self.running)}")
+                self.stop_all()
+                return
+            while self.pending and len(self.running) < args.parallel:
+                if self.time_left() < args.min_start:
+                    self.out(f"{self.clock()} {self.time_left():.0f} s left (< --min-start "
+                             f"{args.min_start:g} s): starting no more searches")
+                    self.pending = []            # the summary lists them as pending
+                else:
+                    self.start(self.pending.pop(0))
+            for job in list(self.running):
+                if job.proc.poll() is not None:
+                    self.finish(job)
+            if self.running or self.pending:
+                time.sleep(args.poll)
+
+
+def summarize_queue(jobs: list[Job], failed: list[Job]) -> dict[str, list[str]]:
+    """finished / partial (epochs) / pending / failed, by the run folders' state now."""
+    failed_names = {j.name for j in failed}
+    out = {"finished": [], "partial": [], "pending": [], "failed": []}
+    for job in jobs:
+        st = run_state(job.run_dir)
+        if job.name in failed_names:
+            out["failed"].append(f"{job.name} ({st.describe()})")
+        elif st.status == "finished":
+            out["finished"].append(job.name)
+        elif st.status == "partial":
+            out["partial"].append(f"{job.name} ({st.epochs}/{st.total or '?'})")
+        else:
+            out["pending"].append(job.name)
+    return out
+
+
+def cmd_run(args, hook: Callable[[Runner], None] | None = None,
+            out: Callable[[str], None] | None = None, t0: float | None = None) -> int:
+    """``t0``: when the budget started (default now; the script passes its start)."""
+    out = out or (lambda s: print(s, flush=True))
+    if args.parallel < 1:
+        raise SystemExit("error: --parallel must be >= 1")
+    if not Path(args.benchmark).is_file():
+        raise SystemExit(f"error: --benchmark {args.benchmark}: no such file")
+    args.data = Path(args.data).expanduser()
+    if not args.data.is_dir():                 # the searches never download
+        raise SystemExit(f"error: --data {args.data}: no such folder")
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    # seed-major: every method's seed 0 first
+    methods = list(dict.fromkeys(args.methods or all_methods()))
+    seeds = list(dict.fromkeys(args.seeds if args.seeds is not None else SEEDS))
+    jobs = [Job(m, s, runs / job_name(m, s)) for s in seeds for m in methods]
+    todo = []
+    for job in jobs:
+        st = run_state(job.run_dir)
+        if st.status == "finished":
+            out(f"skip {job.name}: finished ({st.describe()})")
+        else:
+            todo.append(job)
+    if args.dry_run:
+        for job in todo:
+            job.mode = "resume" if run_state(job.run_dir).status == "partial" else "fresh"
+            out(f"would {job.mode}: {shown_command(search_command(job, args))}")
+        return 0
+    out(f"{len(todo)} of {len(jobs)} searches to run, {args.parallel} at a time"
+        + (f", budget {args.budget:g} s (stop at {args.budget - args.margin:g} s)"
+           if args.budget is not None else ""))
+    runner = Runner(todo, args, out=out, hook=hook, t0=t0)
+
+    def on_sigterm(signum, frame):             # e.g. the device's command timeout
+        raise KeyboardInterrupt
+    old = signal.signal(signal.SIGTERM, on_sigterm)
+    interrupted = False
+    try:
+        runner.loop()
+    except KeyboardInterrupt:
+        interrupted = True
+        out(f"{runner.clock()} interrupted: stopping the running searches")
+        runner.stop_all("on interrupt")
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        if args.collect:                     # also after a budget stop or an interruption
+            collect_small_files([j.run_dir for j in jobs], Path(args.collect), out=out)
+    summary = summarize_queue(jobs, runner.failed)
+    out("")
+    for key, names in summary.items():
+        out(f"{key + ':':9s} {len(names):2d}  {', '.join(names) or '-'}")
+    if interrupted:
+        return 130
+    return 1 if summary["failed"] else 0
+
+
+# ---- report and record -----------------------------------------------------------------------
+
+# A run is a record (RECORD_FORMAT: what `record` commits) plus the keys in LOCAL, which are
+# never committed.
+LOCAL = ("finished", "total", "source")
+
+
+def run_name(run: dict) -> str:
+    return job_name(run["method"], run["seed"])
+
+
+def _final_nb201(run_dir: Path, metrics: list[dict]) -> str | None:
+    from dslnas.genotype import GenotypeError, from_json, to_nb201_string
+    try:
+        return to_nb201_string(from_json((run_dir / "genotype.json").read_text()))
+    except (OSError, GenotypeError, ValueError):
+        return metrics[-1].get("nb201") if metrics else None
+
+
+def load_run_dir(run_dir: Path) -> dict | None:
+    """A search's run folder, or its --collect copy (no checkpoint needed), as a run; None if
+    it is not one."""
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    if not isinstance(config, dict) or "method" not in config:
+        return None
+    st = run_state(run_dir)
+    metrics = read_metrics(run_dir)
+    side = read_sidecar(run_dir)
+    sessions = side.get("sessions") or []
+    secs = [float(r.get("seconds", 0.0)) for r in metrics]
+    elapsed = metrics[-1].get("elapsed") if metrics else None
+    argv = config.get("argv")
+    return {
+        "format": RECORD_FORMAT,
+        "method": config["method"]["name"], "seed": int(config.get("seed", 0)),
+        "nb201": _final_nb201(run_dir, metrics) if st.status == "finished" else None,
+        "epochs": st.epochs,
+        "search_seconds": None if elapsed is None else round(float(elapsed), 3),
+        "seconds_per_epoch": round(statistics.fmean(secs), 3) if secs else None,
+        "epoch_seconds": [round(s, 3) for s in secs],
+        "parallel": sorted({s["parallel"] for s in sessions if s.get("parallel")}),
+        "device": config.get("device"),
+        "device_name": next((s["device_name"] for s in reversed(sessions)
+                             if s.get("device_name")), None),
+        "dataset": (config.get("dataset") or {}).get("name"),
+        "overrides": {k: v for k, v in (config.get("overrides") or {}).items()
+                      if k != "method_file"},
+        "versions": dict(config.get("versions") or {}),
+        "commit": next((s["commit"] for s in sessions if s.get("commit")), None),
+        "command": ("python -m dslnas.cli " + shlex.join(argv) if isinstance(argv, list)
+                    else side.get("search_command")),
+        "resume_commands": [s["command"] for s in sessions if s.get("mode") == "resume"],
+        "sessions": 1 + len(config.get("resumed") or []),   # each pays start-up and warm-up
+        "created": config.get("created"),
+        "finished": st.status == "finished", "total": st.total, "source": str(run_dir)}
+
+
+def load_record(path: Path) -> dict | None:
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
+        return None
+    return {**data, "finished": True, "total": data.get("epochs"), "source": str(path)}
+
+
+def gather(paths: Iterable[Path], out: Callable[[str], None] | None = None
+           ) -> tuple[list[dict], list[dict]]:
+    """(finished, unfinished) runs from run folders, folders of run folders (a runs folder or a
+    --collect folder), record files and record folders. A (method, seed) seen twice counts once:
+    the first finished copy (a differing genotype is reported), else the first copy."""
+    out = out or (lambda s: print(s, file=sys.stderr))
+    runs: dict[tuple[str, int], dict] = {}
+    for path in map(Path, paths):
+        if path.is_file() or (path / "config.json").is_file():
+            candidates = [path]
+        elif path.is_dir():
+            candidates = sorted(p for p in path.iterdir() if p.is_dir() or p.suffix == ".json")
+        else:
+            out(f"warning: {path}: no such file or folder")
+            continue
+        for c in candidates:
+            run = load_run_dir(c) if c.is_dir() else load_record(c)
+            if run is None:
+                continue
+            have = runs.get((run["method"], run["seed"]))
+            if have is None or (run["finished"] and not have["finished"]):
+                runs[run["method"], run["seed"]] = run
+            elif run["finished"] and have["nb201"] != run["nb201"]:
+                out(f"warning: {run_name(run)}: {run['source']} has genotype {run['nb201']}, "
+                    f"{have['source']} {have['nb201']}; using the latter")
+    return ([r for r in runs.values() if r["finished"]],
+            [r for r in runs.values() if not r["finished"]])
+
+
+def lookup(table, nb201: str | None) -> dict[str, float | None]:
+    """Accuracy per DATASETS key (None where the table lacks the dataset or the arch)."""
+    from dslnas.bench.nb201 import BenchmarkError
+    acc: dict[str, float | None] = {}
+    for key in DATASETS:
+        try:
+            acc[key] = table.accuracy(nb201, key) if nb201 else None
+        except BenchmarkError:
+            acc[key] = None
+    return acc
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1); std None with fewer than two values."""
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def method_order(names: Iterable[str]) -> list[str]:
+    known = list(dict.fromkeys([*all_methods(), *PUBLISHED, *NOT_PUBLISHED]))
+    names = set(names)
+    return [m for m in known if m in names] + sorted(names - set(known))
+
+
+def build_report(finished: list[dict], unfinished: list[dict], table) -> dict:
+    runs = []
+    for info in sorted(finished, key=lambda r: (r["method"], r["seed"])):
+        acc = lookup(table, info["nb201"])
+        secs = info.get("search_seconds")
+        runs.append({"method": info["method"], "seed": info["seed"], "nb201": info["nb201"],
+                     "accuracy": acc, "epochs": info["epochs"],
+                     "search_minutes": None if secs is None else secs / 60,
+                     "parallel": info.get("parallel") or [],
+                     "device_name": info.get("device_name"),
+                     "in_table": any(v is not None for v in acc.values()),
+                     "source": info["source"]})
+    unfinished = [{k: u[k] for k in ("method", "seed", "epochs", "total", "source")}
+                  for u in unfinished]
+    methods = {}
+    for m in method_order({r["method"] for r in runs + unfinished}):
+        mine = [r for r in runs if r["method"] == m]
+        entry = {"seeds": [r["seed"] for r in mine], "accuracy": {},
+                 "unfinished": sorted(f"s{u['seed']} ({u['epochs']}/{u['total'] or '?'})"
+                                      for u in unfinished if u["method"] == m)}
+        for key in DATASETS:
+            vals = [r["accuracy"][key] for r in mine if r["accuracy"][key] is not None]
+            mean, std = mean_std(vals)
+            entry["accuracy"][key] = {"mean": mean, "std": std, "n": len(vals)}
+        minutes = [r["search_minutes"] for r in mine if r["search_minutes"] is not None]
+        entry["search_minutes"] = statistics.fmean(minutes) if minutes else None
+        entry["parallel"] = sorted({k for r in mine for k in r["parallel"]})
+        pub = PUBLISHED.get(m)
+        entry["published"] = (
+            {"accuracy": {k: (None if v is None else {"mean": v[0], "std": v[1]})
+                          for k, v in pub["acc"].items()},
+             "protocol": pub["protocol"], "search_seconds": pub["search_s"],
+             "source": pub["source"]} if pub else
+            {"none": NOT_PUBLISHED.get(m, "not in the reference")})
+        methods[m] = entry
+    return {"benchmark": getattr(table, "source", ""), "methods": methods, "runs": runs,
+            "unfinished": unfinished}
+
+
+def _fmt_ms(mean, std) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean:.2f} ± {'—' if std is None else f'{std:.2f}'}"
+
+
+def _fmt_pub(pub: dict) -> str:
+    if "none" in pub:
+        return f"— ({pub['none']})"
+    bits = []
+    for key in DATASETS:
+        v = pub["accuracy"].get(key)
+        bits.append("?" if v is None else
+                    f"{v['mean']:.2f}" + ("" if v["std"] is None else f"±{v['std']:.2f}"))
+    return " / ".join(bits) + f" ({pub['protocol']})"
+
+
+def format_report(rep: dict) -> str:
+    lines = ["## NAS-Bench-201, protocol A (search on CIFAR-10; the same architecture looked up "
+             "on all three)", "",
+             f"Table: {rep['benchmark']}. Test accuracy (%) of the final architecture, mean ± "
+             f"sample std (n-1) over the finished seeds; — with one seed.", "",
+             "| method | finished seeds | CIFAR-10 | CIFAR-100 | ImageNet16-120 | published "
+             "C10 / C100 / IN16 (protocol) | search min/run (published) | K |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m, e in rep["methods"].items():
+        seeds = f"{len(e['seeds'])}" + (f" ({', '.join(map(str, e['seeds']))})" if e["seeds"]
+                                        else "")
+        if e["unfinished"]:
+            seeds += f"; unfinished {', '.join(e['unfinished'])}"
+        accs = [_fmt_ms(e["accuracy"][k]["mean"], e["accuracy"][k]["std"])
+                if e["accuracy"][k]["n"] else "n/a" for k in DATASETS]
+        mins = "n/a" if e["search_minutes"] is None else f"{e['search_minutes']:.1f}"
+        pub_s = e["published"].get("search_seconds")
+        if pub_s:
+            mins += f" ({pub_s / 60:.1f})"
+        k = ", ".join(map(str, e["parallel"])) or "?"
+        lines.append(f"| {m} | {seeds} | {' | '.join(accs)} | {_fmt_pub(e['published'])} | "
+                     f"{mins} | {k} |")
+    lines += ["", "Protocol A: as here. B: one search per dataset (not directly comparable). "
+              "Published numbers and seconds: see PUBLISHED in benchmarks/reproduce_nb201.py "
+              "(from reference/methods.md); published seconds are on other GPUs.", "",
+              "### Runs", "",
+              "| method | seed | genotype | CIFAR-10 | CIFAR-100 | ImageNet16-120 | epochs | "
+              "search min | K |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rep["runs"]:
+        accs = ["n/a" if r["accuracy"][k] is None else f"{r['accuracy'][k]:.2f}"
+                for k in DATASETS]
+        mins = "n/a" if r["search_minutes"] is None else f"{r['search_minutes']:.1f}"
+        note = "" if r["in_table"] else " (not in the table)"
+        arch = str(r["nb201"]).replace("|", "\\|")      # a bare | would split the cell
+        lines.append(f"| {r['method']} | {r['seed']} | `{arch}`{note} | "
+                     f"{' | '.join(accs)} | {r['epochs']} | {mins} | "
+                     f"{', '.join(map(str, r['parallel'])) or '?'} |")
+    if rep["unfinished"]:
+        lines += ["", "Unfinished: " + ", ".join(
+            f"{u['method']}-s{u['seed']} ({u['epochs']}/{u['total'] or '?'} epochs)"
+            for u in rep["unfinished"])]
+    return "\n".join(lines)
+
+
+def cmd_report(args, out: Callable[[str], None] = print) -> int:
+    from dslnas.bench.nb201 import BenchmarkError, BenchmarkTable
+    try:
+        table = BenchmarkTable.load(args.benchmark)
+    except BenchmarkError as e:
+        out(f"error: {e}")
+        return 2
+    finished, unfinished = gather(args.runs)
+    rep = build_report(finished, unfinished, table)
+    out(json.dumps(rep, indent=2) if args.json else format_report(rep))
+    return 0
+
+
+def _no_accuracy(obj, where: str = "record") -> None:
+    """Records are committed; the table's accuracies must never be in them."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            lk = str(k).lower()
+            if "acc" in lk or "benchmark" in lk:
+                raise ValueError(f"{where}.{k}: a record must not hold accuracies")
+            _no_accuracy(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _no_accuracy(v, f"{where}[{i}]")
+
+
+def cmd_record(args, out: Callable[[str], None] = print) -> int:
+    """Write each finished run folder's record (LOCAL keys dropped) to ``args.out``."""
+    finished, unfinished = gather(args.runs)
+    dest = Path(args.out)
+    dest.mkdir(parents=True, exist_ok=True)
+    for run in sorted(finished, key=lambda r: (r["method"], r["seed"])):
+        if run["source"].endswith(".json"):          # already a record
+            continue
+        rec = {k: v for k, v in run.items() if k not in LOCAL}
+        _no_accuracy(rec)
+        path = dest / f"{run_name(run)}.json"
+        write_json(path, rec)
+        out(f"wrote {path}")
+    for u in unfinished:
+        out(f"not recorded (unfinished): {run_name(u)} ({u['epochs']}/{u['total'] or '?'} "
+            f"epochs)")
+    return 0
+
+
+# ---- command line ----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reproduce_nb201.py", description=__doc__.split("\n\n")[0],
+        epilog="`reproduce_nb201.py run --help` shows the device recipe.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run / resume the searches within a wall-clock budget",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--runs", required=True, metavar="DIR", help="the runs folder")
+    r.add_argument("--data", required=True, metavar="DATA_DIR", help="dataset root (--data)")
+    r.add_argument("--benchmark", required=True, metavar="TABLE.csv", help="NB201 table")
+    r.add_argument("--methods", nargs="+", metavar="M",
+                   help="default: all of `dslnas methods`")
+    r.add_argument("--seeds", nargs="+", type=int, metavar="S", help="default: 0 1 2")
+    r.add_argument("--budget", type=float, metavar="SECONDS",
+                   help="wall-clock budget of this call, from the script's start (default: none)")
+    r.add_argument("--margin", type=float, default=20.0, metavar="SECONDS",
+                   help="stop the searches this long before the budget ends (default 20)")
+    r.add_argument("--min-start", type=float, default=60.0, metavar="SECONDS",
+                   help="start no search with less than this left before the stop (default 60)")
+    r.add_argument("--parallel", "-K", type=int, default=1, metavar="K",
+                   help="searches at once on the device (default 1)")
+    r.add_argument("--device", default="cuda", choices=("cuda", "cpu", "auto"))
+    r.add_argument("--dataset", default="cifar10", help="search dataset (default cifar10)")
+    r.add_argument("--search-args", metavar="'ARGS'", help="more arguments for fresh "
+                   "searches, one string, e.g. --search-args='--epochs 2 --set C=8'")
+    r.add_argument("--collect", metavar="DIR",
+                   help="at the end, copy each search's metrics.jsonl, config.json, "
+                        "reproduce.json and genotype.json to DIR/<method>-s<seed>/ ($OUT)")
+    r.add_argument("--commit", help="the code's commit, recorded (default: git rev-parse HEAD "
+                                    "where .git exists)")
+    r.add_argument("--poll", type=float, default=0.5, help=argparse.SUPPRESS)
+    r.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+
+    rep = sub.add_parser("report", help="markdown table of the finished runs")
+    rep.add_argument("--runs", required=True, nargs="+", metavar="DIR",
+                     help="runs folders, run folders, --collect folders or record folders")
+    rep.add_argument("--benchmark", required=True, metavar="TABLE.csv")
+    rep.add_argument("--json", action="store_true")
+
+    rec = sub.add_parser("record", help="one JSON per finished run, without accuracies")
+    rec.add_argument("--runs", required=True, nargs="+", metavar="DIR",
+                     help="runs folders, run folders or --collect folders")
+    rec.add_argument("--out", required=True, metavar="DIR", help="e.g. results/nb201")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args, t0=_T0)
+    return cmd_report(args) if args.command == "report" else cmd_record(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
