@@ -24,7 +24,8 @@ from dslnas.search.loop import Searcher, search
 from dslnas.search.rundir import RunDir
 
 NB201 = Path(__file__).resolve().parents[1] / "spaces" / "nb201.nas"
-SAFE = {"darts", "pc-darts", "drnas", "drnas-progressive", "rf-darts", "rf-pcdarts", "idarts-nn"}
+SAFE = {"darts", "darts-2nd", "pc-darts", "drnas", "drnas-progressive", "rf-darts", "rf-pcdarts",
+        "idarts-nn"}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,8 @@ def assert_identical(a: Searcher, b: Searcher) -> None:
     ("darts", {"inner_steps": 2, "order": "arch_first"}),   # arch step every 2nd iteration
     ("pc-darts", {"warmup_epochs": 1}),              # softmax_beta + partial channels, frozen α
     ("drnas", {}),                                   # Dirichlet samples: the RNG stream matches
+    ("darts-2nd", {}),                               # unrolled: tensor lr and FD radius
+    ("darts-2nd", {"order": "arch_first"}),          # (DARTS space order) before the first step
 ])
 def test_factored_iteration_with_tensor_lr_matches_the_eager_path_exactly(digits, ir, method,
                                                                            schedule):
@@ -221,7 +224,7 @@ def test_graph_safety_of_every_shipped_method(ir, name):
     if name in SAFE:
         assert reason is None
     else:
-        assert reason is not None and "only first_order is graph-safe" in reason
+        assert reason is not None and "only first_order and unrolled" in reason
         assert reason.startswith(f"hypergradient {s.method.hypergradient}")
     assert graph_safety(s) is not None                              # on CPU, never
 

@@ -135,21 +135,23 @@ def mixed_vp(loss_fn: Callable[[], Tensor], weights: Sequence[Tensor], alphas: S
 
 
 def finite_difference_mixed(loss_fn: Callable[[], Tensor], weights: Sequence[Tensor],
-                            alphas: Sequence[Tensor], vec: Sequence[Tensor], r: float) -> list[Tensor]:
+                            alphas: Sequence[Tensor], vec: Sequence[Tensor],
+                            r: float | Tensor) -> list[Tensor]:
     """M·vec ≈ [∇_α L(w + r·vec) − ∇_α L(w − r·vec)] / (2r)   (DARTS' official form).
 
     Weights are perturbed in place and restored from a saved clone. No
-    create_graph: each side needs only a plain first-order backward.
+    create_graph: each side needs only a plain first-order backward. ``r`` may be a
+    0-dim tensor on the weights' device (nothing is read back to the host).
     """
     saved = _save(weights)
     try:
         with torch.no_grad():
             for p, v in zip(weights, vec):
-                p.add_(v, alpha=r)
+                p.add_(v * r)
         g_plus = [g.detach() for g in _grad(loss_fn(), alphas)]
         with torch.no_grad():
             for p, s, v in zip(weights, saved, vec):
-                p.copy_(s).sub_(v, alpha=r)  # from the clean copy, not by −2r·v
+                p.copy_(s).sub_(v * r)  # from the clean copy, not by −2r·v
         g_minus = [g.detach() for g in _grad(loss_fn(), alphas)]
     finally:
         _restore(weights, saved)
@@ -162,10 +164,11 @@ def _mixed_term(problem: Bilevel, train_batch: Any, vec: Sequence[Tensor], exact
     loss_fn = lambda: problem.train_loss(train_batch)  # noqa: E731
     if exact:
         return mixed_vp(loss_fn, problem.weights, problem.alphas, vec)
-    norm = _norm(vec).item()
-    if norm == 0.0:  # nothing to differentiate along; avoid r = inf
-        return [torch.zeros_like(a) for a in problem.alphas]
-    return finite_difference_mixed(loss_fn, problem.weights, problem.alphas, vec, eps / norm)
+    # r stays on the device (no host sync: the step can be a CUDA graph). ‖vec‖ = 0 would give
+    # r = inf; clamped, r is finite, w ± r·0 = w and the difference is exactly 0.
+    norm = _norm(vec)
+    r = eps / norm.clamp_min(torch.finfo(norm.dtype).tiny)
+    return finite_difference_mixed(loss_fn, problem.weights, problem.alphas, vec, r)
 
 
 def _val_grads(problem: Bilevel, val_batch: Any) -> tuple[list[Tensor], list[Tensor]]:
@@ -175,8 +178,9 @@ def _val_grads(problem: Bilevel, val_batch: Any) -> tuple[list[Tensor], list[Ten
     return [g.detach() for g in gs[:n]], [g.detach() for g in gs[n:]]
 
 
-def _sgd_settings(problem: Bilevel) -> list[tuple[float, float, float, Tensor | None]]:
-    """(lr, momentum, weight_decay, momentum_buffer or None) for each weight, per its param group."""
+def _sgd_settings(problem: Bilevel) -> list[tuple[float | Tensor, float, float, Tensor | None]]:
+    """(lr, momentum, weight_decay, momentum_buffer or None) for each weight, per its param group.
+    A tensor lr (CUDA graphs lend one to the groups) stays a tensor: reading it is a host sync."""
     opt = problem.weight_optimizer
     if opt is None:
         raise ValueError("this strategy reads lr/momentum/weight decay from Bilevel.weight_optimizer, "
@@ -188,7 +192,8 @@ def _sgd_settings(problem: Bilevel) -> list[tuple[float, float, float, Tensor | 
         if g is None:
             raise ValueError("a weight tensor is not managed by Bilevel.weight_optimizer")
         buf = opt.state.get(p, {}).get("momentum_buffer")
-        out.append((float(g["lr"]), float(g.get("momentum", 0.0)), float(g.get("weight_decay", 0.0)), buf))
+        lr = g["lr"] if torch.is_tensor(g["lr"]) else float(g["lr"])
+        out.append((lr, float(g.get("momentum", 0.0)), float(g.get("weight_decay", 0.0)), buf))
     return out
 
 

@@ -28,8 +28,9 @@ Pieces:
 
 Graph-safe (:func:`graph_safety` names the first obstacle otherwise):
 
-* hypergradient ``first_order``; the second-order strategies read values back to the host
-  (the finite-difference radius ``eps/||v||`` by ``.item()``, the weight lr by ``float()``);
+* hypergradients ``first_order`` and ``unrolled`` with finite differences (DARTS second order:
+  its radius ``eps/||v||`` and the virtual step's lr stay device tensors); the Neumann and
+  amended strategies read the weight lr back to the host by ``float()``;
 * relaxations ``softmax``, ``softmax_beta`` and ``dirichlet``. Dirichlet samples come from the
   default CUDA generator, which graph capture registers: each replay advances its philox offset
   exactly as the eager kernels would;
@@ -172,9 +173,11 @@ def graph_safety(s: "Searcher", *, device: bool = True) -> str | None:
             return f"CUDA graphs need a CUDA device; this search runs on {s.device.type}"
         if not torch.cuda.is_available():
             return "CUDA is not available"
-    if type(s.hypergradient) is not hg.FirstOrder:
-        return (f"hypergradient {s.method.hypergradient}: only first_order is graph-safe (the "
-                f"second-order strategies read values back to the host: .item(), float(lr))")
+    hyper = s.hypergradient
+    if not (type(hyper) is hg.FirstOrder or (type(hyper) is hg.Unrolled and not hyper.exact)):
+        return (f"hypergradient {s.method.hypergradient}: only first_order and unrolled "
+                f"(finite differences) are graph-safe (the implicit strategies read the lr "
+                f"back to the host)")
     if type(s.relaxation) not in (Softmax, SoftmaxBeta, Dirichlet):
         return f"relaxation {s.method.relaxation} is not known to be graph-safe"
     for t in s.transforms:
