@@ -38,14 +38,25 @@ back 3-4 small files per search: at most two searches per call come back whole (
 when more than 8 files were written). Add ``--commit HASH`` (``git rev-parse HEAD`` here) to
 record the code's commit: the device's copy of the tree has no .git.
 
-A search that the budget stops cannot be resumed in a later call: the machine staying warm
-between calls is not dependable, and the checkpoint (13.9 MB) cannot be carried in: it does not
-fit next to the 57 MB CIFAR-10 copy in a call's 64 MiB. So queue only searches that finish
-inside one call. Measured on one H100 this session (docs/performance.md): NB201 DARTS first
-order takes 154-466 s for its first epoch (torch.compile included), then 7.7-9.6 s per epoch, so
-its full 50 epochs (≈ 10-14 min) do not fit one call yet; a stopped search still brings back its
-metrics and is reported as unfinished. Resuming works where the disk stays (a workstation): call
-``run`` again with the same --runs.
+A search that the budget stops resumes in a later call only if its checkpoint travels: the
+disk is bare at every call, and the checkpoint (13.9 MB) does not fit next to the 55.8 MB
+CIFAR-10 archive in a call's 64 MiB. Measured on one H100 (docs/performance.md), a cold NB201
+DARTS first-order search takes ≈ 10 minutes (the first epoch includes torch.compile), more than
+one call. To span calls, carry the training images only (the search never reads the test set)
+and bring the checkpoint back:
+
+    here, once:  mkdir -p .device-train && cp ../shared/data/nb201-test-accuracy.csv \\
+                     ../shared/tools/cifar10_from_jpeg.py .device-train/ &&
+                 python benchmarks/cifar10_train_only.py ../shared/data/cifar10-jpeg.npz \\
+                     .device-train/cifar10-train-jpeg.npz       (46.5 MB; git-ignore the folder)
+    each call:   carry [".whl", ".device-train", "runs/nb201"]; rebuild from
+                 .device-train/cifar10-train-jpeg.npz; `run ... --collect $OUT
+                 --collect-checkpoints` (one search per call: 4-5 files come back)
+    after it:    copy FILES_AT/<job>/ into runs/nb201/<job>/ here; the next call resumes it
+                 (``run`` points the carried config.json at this checkout's space and table).
+
+Resuming also works where the disk stays (a workstation): call ``run`` again with the same
+--runs.
 
 Then, here (FILES_AT: the reply's files_at folder; the table is never committed)::
 
@@ -275,12 +286,34 @@ def clear_for_fresh_start(run_dir: Path) -> None:
     shutil.rmtree(run_dir)
 
 
+def repoint_config(run_dir: Path, benchmark: str | Path) -> None:
+    """A run carried to another checkout (the next device call) stores the absolute paths of
+    the machine that started it: point ``space_file`` at this checkout's space when the stored
+    one is gone, and ``benchmark`` at this call's table (``--resume`` loads both; the search
+    still checks that the compiled space is the one it started with)."""
+    path = Path(run_dir) / "config.json"
+    config = read_json(path)
+    if not isinstance(config, dict):
+        return
+    changed = dict(config)
+    if not Path(str(config.get("space_file", ""))).is_file():
+        changed["space_file"] = str(SPACE)
+    if config.get("benchmark") is not None:
+        changed["benchmark"] = str(Path(benchmark).resolve())
+    if changed != config:
+        write_json(path, changed)
+
+
 def collect_small_files(run_dirs: Iterable[Path], dest: Path,
-                        out: Callable[[str], None] = print) -> list[Path]:
-    """Copy each run's COLLECT_FILES (never checkpoints or tb/) to ``dest/<run>/``."""
+                        out: Callable[[str], None] = print,
+                        checkpoints: bool = False) -> list[Path]:
+    """Copy each run's COLLECT_FILES (never tb/) to ``dest/<run>/``; with ``checkpoints``, an
+    unfinished run's checkpoint too, so that a later call can carry the folder in and resume."""
     written = []
     for run_dir in map(Path, run_dirs):
         names = [n for n in COLLECT_FILES if (run_dir / n).is_file()]
+        if checkpoints and run_state(run_dir).status == "partial":
+            names.append(CHECKPOINT)
         if names:
             (dest / run_dir.name).mkdir(parents=True, exist_ok=True)
         for name in names:
@@ -359,6 +392,7 @@ class Runner:
             if state.status == "partial":
                 job.mode = "resume"
                 job.epochs_before = state.epochs
+                repoint_config(job.run_dir, self.args.benchmark)
                 for p in job.run_dir.glob(f".{CHECKPOINT}.*.tmp"):   # a kill mid-save
                     p.unlink()
             else:
@@ -536,7 +570,8 @@ def cmd_run(args, hook: Callable[[Runner], None] | None = None,
     finally:
         signal.signal(signal.SIGTERM, old)
         if args.collect:                     # also after a budget stop or an interruption
-            collect_small_files([j.run_dir for j in jobs], Path(args.collect), out=out)
+            collect_small_files([j.run_dir for j in jobs], Path(args.collect), out=out,
+                                checkpoints=args.collect_checkpoints)
     summary = summarize_queue(jobs, runner.failed)
     out("")
     for key, names in summary.items():
@@ -843,6 +878,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--collect", metavar="DIR",
                    help="at the end, copy each search's metrics.jsonl, config.json, "
                         "reproduce.json and genotype.json to DIR/<method>-s<seed>/ ($OUT)")
+    r.add_argument("--collect-checkpoints", action="store_true",
+                   help="with --collect: also the checkpoint of each unfinished search "
+                        "(13.9 MB for NB201), to carry into the next call and resume there")
     r.add_argument("--commit", help="the code's commit, recorded (default: git rev-parse HEAD "
                                     "where .git exists)")
     r.add_argument("--poll", type=float, default=0.5, help=argparse.SUPPRESS)

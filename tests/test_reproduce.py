@@ -150,6 +150,46 @@ def test_budget_stop_keeps_the_checkpoint_and_the_next_call_resumes_it(tmp_path,
     assert log.count("=== reproduce_nb201") == 2 and "--resume" in log
 
 
+def test_a_collected_checkpoint_resumes_in_another_checkout(tmp_path, table):
+    # the device's next call: the folder comes back through $OUT with its checkpoint, is carried
+    # into a fresh checkout (other absolute paths) and the search resumes there
+    bench, _ = table
+    runs, collected = tmp_path / "runs", tmp_path / "OUT"
+    d = runs / "darts-s2"
+
+    def stop_after_first_checkpoint(runner):
+        if (d / "checkpoint.pt").exists() and rn.read_metrics(d):
+            runner.kill_at = time.monotonic()
+
+    job = ["--methods", "darts", "--seeds", "2"]
+    args = run_args(runs, tmp_path, bench, *job, "--budget", "600", "--margin", "0",
+                    "--collect", str(collected), "--collect-checkpoints", epochs=6)
+    assert rn.cmd_run(args, hook=stop_after_first_checkpoint, out=[].append) == 0
+    done_before = rn.run_state(d).epochs
+    assert {p.name for p in (collected / "darts-s2").iterdir()} == \
+        COLLECTED - {"genotype.json"} | {"checkpoint.pt"}
+
+    elsewhere = tmp_path / "next-call"
+    shutil.copytree(collected, elsewhere / "runs")
+    moved_bench = elsewhere / "table.csv"
+    shutil.copy(bench, moved_bench)
+    config_path = elsewhere / "runs" / "darts-s2" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["space_file"] = "/gone/spaces/nb201.nas"          # the other machine's checkout
+    config["benchmark"] = "/gone/table.csv"
+    config_path.write_text(json.dumps(config))
+
+    lines: list[str] = []
+    args = run_args(elsewhere / "runs", tmp_path, moved_bench, *job, epochs=6)
+    assert rn.cmd_run(args, out=lines.append) == 0, "\n".join(lines)
+    assert any(f"darts-s2: start (resume at epoch {done_before})" in l for l in lines)
+    st = rn.run_state(elsewhere / "runs" / "darts-s2")
+    assert (st.status, st.epochs) == ("finished", 6), "\n".join(lines)
+    config = json.loads(config_path.read_text())
+    assert config["benchmark"] == str(moved_bench.resolve())
+    assert Path(config["space_file"]).is_file()
+
+
 def test_no_search_starts_without_min_start_seconds_left(tmp_path, table):
     lines: list[str] = []
     args = run_args(tmp_path / "runs", tmp_path, table[0], "--methods", "darts", "--seeds", "0",
