@@ -65,6 +65,13 @@ def test_compile_safety_refuses_double_backward(method, ok):
         assert "double backward" in reason
 
 
+def test_compile_safety_refuses_the_exact_unrolled_hypergradient():
+    import attrs
+    from dslnas.methods.spec import Part
+    exact = attrs.evolve(spec("darts-2nd"), hypergradient=Part("unrolled", {"exact": True}))
+    assert "Unrolled(exact) needs double backward" in compile_safety(make_parts(exact))
+
+
 def test_asking_to_compile_a_double_backward_method_fails_cleanly(ir):  # noqa: F811
     with pytest.raises(MethodError, match="--compile: hypergradient .* double backward"):
         Searcher(ir, spec("idarts-ift"), compile_cells=True)

@@ -165,7 +165,8 @@ def _mixed_term(problem: Bilevel, train_batch: Any, vec: Sequence[Tensor], exact
     if exact:
         return mixed_vp(loss_fn, problem.weights, problem.alphas, vec)
     # r stays on the device (no host sync: the step can be a CUDA graph). ‖vec‖ = 0 would give
-    # r = inf; clamped, r is finite, w ± r·0 = w and the difference is exactly 0.
+    # r = inf; clamped, r is finite, w ± r·0 = w and the difference is exactly 0 (the two
+    # forwards still run and update BN running statistics, as for any other vec).
     norm = _norm(vec)
     r = eps / norm.clamp_min(torch.finfo(norm.dtype).tiny)
     return finite_difference_mixed(loss_fn, problem.weights, problem.alphas, vec, r)
@@ -197,7 +198,7 @@ def _sgd_settings(problem: Bilevel) -> list[tuple[float | Tensor, float, float, 
     return out
 
 
-def _lrs(problem: Bilevel, override: float | None) -> list[float]:
+def _lrs(problem: Bilevel, override: float | None) -> list[float | Tensor]:
     if override is not None:
         return [float(override)] * len(problem.weights)
     return [lr for lr, _, _, _ in _sgd_settings(problem)]

@@ -124,10 +124,11 @@ def add_commands(subparsers) -> None:
     s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    dest="compile_cells",
                    help="torch.compile each cell (same function within float tolerance; "
-                        "default: on for CUDA searches of methods without double backward)")
+                        "default: on for CUDA searches of methods without double backward: not "
+                        "idarts-ift, amended-darts, unrolled with exact=true)")
     s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format for the supernet and the data (default off; "
-                        "a resumed run keeps its own)")
+                        "a resumed run keeps its last setting unless given)")
     s.add_argument("--no-progress", action="store_true", help="plain epoch lines, no bar")
     s.set_defaults(func=cmd_search)
 
@@ -559,7 +560,8 @@ def _search(args) -> int:
     if args.resume:
         config["resumed"] = config.get("resumed", []) + [
             {"at_epoch": int(resume_state.get("epoch", 0)), "device": device,
-             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}]
+             "channels_last": channels_last, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}]
+        config["channels_last"] = channels_last      # what the next resume keeps
         run.write_config(config)
     else:
         run = RunDir.create(args.out, space=ir.name, method=method.name, seed=seed)

@@ -185,12 +185,14 @@ def fused_fits(parts: Parts) -> bool:
 
 def compile_safety(parts: Parts) -> str | None:
     """None if the cells may be ``torch.compile``d for this method, else why not: compiled
-    autograd graphs support one backward, and the Neumann/amended hypergradients differentiate
-    the weight gradient again (double backward)."""
-    if type(parts.hypergradient) not in (hg.FirstOrder, hg.Unrolled):
-        return (f"hypergradient {type(parts.hypergradient).__name__} needs double backward, "
-                f"which compiled cells do not support")
-    return None
+    autograd graphs support one backward, and the Neumann/amended hypergradients and the
+    unrolled one with ``exact=True`` differentiate the weight gradient again (double
+    backward)."""
+    h = parts.hypergradient
+    if type(h) is hg.FirstOrder or (type(h) is hg.Unrolled and not h.exact):
+        return None
+    return (f"hypergradient {type(h).__name__}{'(exact)' if type(h) is hg.Unrolled else ''} "
+            f"needs double backward, which compiled cells do not support")
 
 
 def _build_supernet(ir: SpaceIR, parts: Parts, stages: list | None = None,
@@ -295,7 +297,6 @@ class Searcher:
         self.supernet.to(self.device)
         if channels_last:
             self.supernet.to(memory_format=torch.channels_last)
-        self.compiled = compile_cells
         if compile_cells:
             reason = compile_safety(self.parts)
             if reason:
@@ -646,8 +647,10 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
     CUDA search of a graph-safe method without ``deterministic``; a reason is logged once when
     asked for but impossible.
     ``compile_cells``: ``torch.compile`` each cell (``Supernet.compile_cells``; same function
-    within float tolerance, compiled once at the start); default on for a CUDA search of a
-    method that allows it (:func:`compile_safety`) without ``deterministic``.
+    within float tolerance; compiled lazily by the first training iterations, one graph per
+    cell shape for the weight step and one for the architecture step, other forwards eager);
+    default on for a CUDA search of a method that allows it (:func:`compile_safety`) without
+    ``deterministic``.
     """
     device = torch.device(device)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))

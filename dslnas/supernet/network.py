@@ -72,8 +72,11 @@ class Supernet(nn.Module):
         partial batch), eval mode and no-grad forwards run the same cells eagerly."""
         import torch._dynamo
         cells = [b for kind, b in zip(self.net.kinds, self.net.blocks) if kind == "cell"]
+        # raised for the process (dynamo's limit is global): two graphs per cell shape, and
+        # again after each stage change that reshapes the cells (DrNAS progressive); past the
+        # limit dynamo would fall back to eager
         limit = torch._dynamo.config.cache_size_limit
-        torch._dynamo.config.cache_size_limit = max(limit, 2 * len(cells))
+        torch._dynamo.config.cache_size_limit = max(limit, 8 * len(cells))
         for cell in cells:
             cell.compile(dynamic=False)
         self.compiled_batch = batch_size
