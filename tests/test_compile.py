@@ -20,12 +20,13 @@ from test_graphs import data_for, digits, ir, run_epochs, spec, tensors  # noqa:
 NB201 = Path(__file__).resolve().parents[1] / "spaces" / "nb201.nas"
 
 
-def test_compiled_cells_search_like_eager_cells(digits, ir):  # noqa: F811
+@pytest.mark.parametrize("method", ["darts", "darts-2nd"])   # darts-2nd: w' and w ± r·v passes
+def test_compiled_cells_search_like_eager_cells(digits, ir, method):  # noqa: F811
     import torch._dynamo
     from torch._dynamo.utils import counters
     torch._dynamo.reset()
     counters.clear()
-    m = spec("darts", epochs=2, batch_size=16)
+    m = spec(method, epochs=2, batch_size=16)
     eager = Searcher(ir, m, seed=4)
     compiled = Searcher(ir, m, seed=4, compile_cells=True)
     cells = [b for k, b in zip(compiled.supernet.net.kinds, compiled.supernet.net.blocks)
