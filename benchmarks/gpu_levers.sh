@@ -12,14 +12,6 @@ mkdir -p "$out"
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor-cache}
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
 
-if [ "$space" = nb201 ]; then
-echo "== NB201 darts: eager vs graph vs compiled cells + graph"
-timeout 200 python benchmarks/graph_check.py --methods darts --iters 40 --frozen 3 --compile \
-    --kinds eager graphed compiled
-echo "== NB201 darts, channels-last"
-timeout 90 python benchmarks/graph_check.py --methods darts --iters 40 --frozen 3 --compile \
-    --channels-last --kinds graphed compiled
-
 bench() {   # space method steps warmup [flags]
     local space=$1 method=$2 steps=$3 warmup=$4
     shift 4
@@ -38,6 +30,14 @@ print(f"| {r['space']} | {r['method']} | graphs {r['cuda_graphs']} compiled {r['
       f"| {r['achieved_tflops']:.2f} | compile {r['compile_s']} s |", flush=True)
 EOF
 }
+if [ "$space" = nb201 ]; then
+echo "== NB201 darts: eager vs graph vs compiled cells + graph"
+timeout 200 python benchmarks/graph_check.py --methods darts --iters 40 --frozen 3 --compile \
+    --kinds eager graphed compiled
+echo "== NB201 darts, channels-last"
+timeout 90 python benchmarks/graph_check.py --methods darts --iters 40 --frozen 3 --compile \
+    --channels-last --kinds graphed compiled
+
 echo "== dslnas bench (defaults: fused cells, CUDA graphs and compiled cells where they fit)"
 bench nb201 darts 50 10
 bench nb201 drnas 50 10

@@ -211,6 +211,12 @@ def _subtract(d: Sequence[Tensor], h: Sequence[Tensor]) -> list[Tensor]:
 # ----------------------------------------------------------------------------- strategies
 
 
+def single_backward(strategy) -> bool:
+    """Whether ``strategy`` needs only first-order backward passes and no host reads: what
+    compiled cells (one backward) and CUDA graphs (no sync) both require."""
+    return type(strategy) is FirstOrder or (type(strategy) is Unrolled and not strategy.exact)
+
+
 @attrs.frozen
 class FirstOrder:
     """DARTS first order (§2a, ξ = 0): g = ∇_α L_val(w, α). The train batch is unused."""

@@ -178,7 +178,7 @@ class SoftmaxBeta(Relaxation):
 
     def _destinations(self, supernet, group: str, device) -> tuple[torch.Tensor, int]:
         # Cached per device: no host-to-device copy per step (and none inside a CUDA graph).
-        k = (id(supernet.ir), group, str(device))
+        k = (id(supernet.ir), group, torch.device(device))
         if k not in self._dst:
             g = next(x for x in supernet.ir.groups if x.name == group)
             cell = supernet.ir.cell(g.cell)

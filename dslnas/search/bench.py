@@ -48,6 +48,7 @@ import attrs
 
 from .commands import (
     DATASET_SHAPES,
+    add_speed_flags,
     DEFAULT_DATA,
     SET_HELP,
     _device,
@@ -323,7 +324,7 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
     import torch
 
     from .graphs import GraphedStep, GraphUnsupported
-    from .loop import MethodError, Searcher, _determinism, compile_safety
+    from .loop import Searcher, _determinism, compile_by_default
 
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got {steps} and {warmup}")
@@ -366,13 +367,10 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
         # compiled cells as search() has them: compiled now, compiled code built by the first
         # warm-up iteration (its time is reported apart: a search pays it once)
         if compile_cells is None:
-            compile_cells = device.type == "cuda" and compile_safety(s.parts) is None
+            compile_cells = compile_by_default(device, False, s.parts)
         compile_s = None
         if compile_cells:
-            reason = compile_safety(s.parts)
-            if reason:
-                raise MethodError(f"--compile: {reason}")
-            s.supernet.compile_cells(batch_size)
+            s.compile_cells()
             t0 = time.perf_counter()
             for name, step in order:
                 step(tb, vb)
@@ -462,8 +460,10 @@ def add_command(subparsers) -> None:
         "bench", help="time the search step: images/s, step times, peak memory, FLOPs",
         description="Build what `dslnas search` builds for SPACE.nas and the method, feed it "
                     "batches already on the device, and time the weight step and the "
-                    "architecture step (median over --steps after --warmup). See "
-                    "docs/performance.md.",
+                    "architecture step (median over --steps after --warmup). Under CUDA "
+                    "graphs the weight step is timed as a weights-only iteration and the "
+                    "architecture step as a full one minus it; compiling is timed apart "
+                    "(compile_s). See docs/performance.md.",
         epilog=SET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("space", help="a .nas file")
     b.add_argument("--method", "-m", help="a method name (see `dslnas methods`)")
@@ -487,18 +487,7 @@ def add_command(subparsers) -> None:
                    help="never download CIFAR; fail if it is not in --data")
     b.add_argument("--channels-last", action="store_true",
                    help="supernet and batches in channels-last memory format")
-    b.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
-                   help="fused search cells, as `dslnas search --fused` (default: wherever the "
-                        "method allows)")
-    b.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
-                   help="replay each iteration as a CUDA graph, as `dslnas search` (default: on "
-                        "for CUDA and graph-safe methods); the steps are then timed as a "
-                        "weights-only iteration and a full one")
-    b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   dest="compile_cells",
-                   help="torch.compile each cell, as `dslnas search --compile` (default: on for "
-                        "CUDA and methods without double backward); compiling is timed apart (compile_s), "
-                        "not in the steps")
+    add_speed_flags(b)
     b.add_argument("--seed", type=_nonneg_int("--seed"), default=0, help="random seed (default 0)")
     b.add_argument("--json", action="store_true", help="one JSON object")
     b.set_defaults(func=cmd_bench)

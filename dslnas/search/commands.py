@@ -79,6 +79,22 @@ def _nonneg_int(name):
     return parse
 
 
+def add_speed_flags(p: argparse.ArgumentParser) -> None:
+    """The speed levers that `search` and `bench` share; None (not given) means wherever they
+    fit (docs/performance.md)."""
+    p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch the edges leaving each node into fused kernels (same function; "
+                        "default: on wherever the method allows)")
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                   help="replay each search iteration as one CUDA graph (default: on for CUDA "
+                        "and graph-safe methods, off with --deterministic)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   dest="compile_cells",
+                   help="torch.compile each cell (same function within float tolerance; "
+                        "default: on for CUDA and methods without double backward: not "
+                        "idarts-ift, amended-darts, unrolled with exact=true)")
+
+
 def add_commands(subparsers) -> None:
     s = subparsers.add_parser(
         "search", help="run a differentiable architecture search on a .nas space",
@@ -115,17 +131,7 @@ def add_commands(subparsers) -> None:
     s.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels: a resumed run ends bit-identical to an "
                         "uninterrupted one")
-    s.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
-                   help="replay each search iteration as one CUDA graph (default: on for CUDA "
-                        "searches of graph-safe methods, off with --deterministic)")
-    s.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
-                   help="batch the edges leaving each node into fused kernels (same function; "
-                        "default: on wherever the method allows)")
-    s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   dest="compile_cells",
-                   help="torch.compile each cell (same function within float tolerance; "
-                        "default: on for CUDA searches of methods without double backward: not "
-                        "idarts-ift, amended-darts, unrolled with exact=true)")
+    add_speed_flags(s)
     s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format for the supernet and the data (default off; "
                         "a resumed run keeps its last setting unless given)")

@@ -173,8 +173,7 @@ def graph_safety(s: "Searcher", *, device: bool = True) -> str | None:
             return f"CUDA graphs need a CUDA device; this search runs on {s.device.type}"
         if not torch.cuda.is_available():
             return "CUDA is not available"
-    hyper = s.hypergradient
-    if not (type(hyper) is hg.FirstOrder or (type(hyper) is hg.Unrolled and not hyper.exact)):
+    if not hg.single_backward(s.hypergradient):
         return (f"hypergradient {s.method.hypergradient}: only first_order and unrolled "
                 f"(finite differences) are graph-safe (the implicit strategies read the lr "
                 f"back to the host)")
@@ -275,7 +274,7 @@ class GraphedStep:
             s.global_step += 1
             if on_step is not None:
                 on_step()
-        if self.failed is not None and getattr(s, "graphed", None) is self:
+        if self.failed is not None and s.graphed is self:
             s.graphed = None                         # the next epochs take the plain eager path
 
     # ---- per iteration --------------------------------------------------------------------

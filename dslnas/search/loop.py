@@ -189,10 +189,16 @@ def compile_safety(parts: Parts) -> str | None:
     unrolled one with ``exact=True`` differentiate the weight gradient again (double
     backward)."""
     h = parts.hypergradient
-    if type(h) is hg.FirstOrder or (type(h) is hg.Unrolled and not h.exact):
+    if hg.single_backward(h):
         return None
     return (f"hypergradient {type(h).__name__}{'(exact)' if type(h) is hg.Unrolled else ''} "
             f"needs double backward, which compiled cells do not support")
+
+
+def compile_by_default(device: torch.device, deterministic: bool, parts: Parts) -> bool:
+    """Compiled cells unless asked otherwise: on a GPU, for methods that allow them, and not
+    for deterministic runs."""
+    return device.type == "cuda" and not deterministic and compile_safety(parts) is None
 
 
 def _build_supernet(ir: SpaceIR, parts: Parts, stages: list | None = None,
@@ -277,7 +283,7 @@ class Searcher:
     def __init__(self, ir: SpaceIR, method: MethodSpec, *, device: str | torch.device = "cpu",
                  seed: int = 0, deterministic: bool = False, channels_last: bool = False,
                  stages: list | None = None, fused: bool | None = None,
-                 compile_cells: bool = False):
+                 compile_cells: bool | None = False):
         self.ir = ir
         self.method = method
         self.schedule = method.schedule
@@ -297,11 +303,10 @@ class Searcher:
         self.supernet.to(self.device)
         if channels_last:
             self.supernet.to(memory_format=torch.channels_last)
+        if compile_cells is None:
+            compile_cells = compile_by_default(self.device, deterministic, self.parts)
         if compile_cells:
-            reason = compile_safety(self.parts)
-            if reason:
-                raise MethodError(f"--compile: {reason}")
-            self.supernet.compile_cells(self.schedule.batch_size)
+            self.compile_cells()
         self.extra = _as_dict(self.relaxation.extra_parameters(self.supernet))
         for p in self.extra.values():
             if p.device != self.device:
@@ -341,6 +346,14 @@ class Searcher:
                     weight_decay=self.relaxation.arch_weight_decay(s.a_weight_decay))
         self.w_opt = _optimizer(torch.optim.SGD, self.weights, self.device, w_kw)
         self.a_opt = _optimizer(torch.optim.Adam, self.arch, self.device, a_kw)
+
+    def compile_cells(self) -> None:
+        """``torch.compile`` the supernet's cells for this search's batch size (MethodError
+        where the method differentiates twice)."""
+        reason = compile_safety(self.parts)
+        if reason:
+            raise MethodError(f"--compile: {reason}")
+        self.supernet.compile_cells(self.schedule.batch_size)
 
     @property
     def is_fused(self) -> bool:
@@ -658,9 +671,6 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
         stages = resume_state.get("stages") if resume_state is not None else None
         if resume_state is not None:          # rebuild the cells the checkpoint was made with
             fused = resume_state.get("fused", False)
-        if compile_cells is None:
-            compile_cells = (device.type == "cuda" and not deterministic
-                             and compile_safety(make_parts(method)) is None)
         s = Searcher(ir, method, device=device, seed=seed, deterministic=deterministic,
                      channels_last=channels_last, stages=stages, fused=fused,
                      compile_cells=compile_cells)
