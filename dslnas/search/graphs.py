@@ -221,7 +221,7 @@ class GraphedStep:
     without graphs (any device); the GPU check compares it with the graphs bit for bit.
     Raises :class:`GraphUnsupported` (with the reason) if ``capture`` and the search cannot be
     captured. Use through ``searcher.graphed = GraphedStep(searcher)``: ``train_epoch`` then
-    hands its epochs here.
+    runs each iteration through :meth:`step`.
     """
 
     def __init__(self, searcher: "Searcher", *, capture: bool = True,
@@ -260,22 +260,6 @@ class GraphedStep:
         train, val = getattr(data, "train", None), getattr(data, "val", None)
         if train is not None and val is not None:
             self._full = (int(train.batch_size), int(val.batch_size))
-
-    def train_epoch(self, data, on_step: Callable[[], None] | None = None) -> None:
-        """``Searcher.train_epoch`` with every iteration through :meth:`step`."""
-        s = self.searcher
-        self.begin_epoch(data)
-        frozen = s.arch_frozen(s.epoch)
-        T = max(1, int(s.schedule.inner_steps))
-        s.supernet.train()
-        for xt, yt, xv, yv in data:
-            do_arch = not frozen and (s.global_step % T == T - 1)
-            self.step(Batch(xt, yt, xv, yv), do_arch=do_arch, frozen=frozen)
-            s.global_step += 1
-            if on_step is not None:
-                on_step()
-        if self.failed is not None and s.graphed is self:
-            s.graphed = None                         # the next epochs take the plain eager path
 
     # ---- per iteration --------------------------------------------------------------------
     def step(self, batch: Batch, *, do_arch: bool, frozen: bool) -> None:

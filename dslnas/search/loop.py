@@ -42,7 +42,7 @@ from ..ir.model import SpaceIR
 from ..methods import hypergrad as hg
 from ..methods.spec import MethodSpec, Part, instantiate
 from . import checkpoint as ckpt
-from .graphs import attach_graphs
+from .graphs import Batch, attach_graphs
 from .loader import SearchData
 from .rundir import RunDir
 
@@ -322,7 +322,7 @@ class Searcher:
         self._sums = torch.zeros(4, device=self.device)   # train loss, train correct, val ...
         self._counts = [0, 0]                              # train / val samples (host ints)
         self._record_val = False
-        self.graphed = None     # a graphs.GraphedStep: train_epoch hands its epochs to it
+        self.graphed = None     # a graphs.GraphedStep: train_epoch runs its iterations through it
 
     # ---- parameters and optimisers --------------------------------------------------------
     def _trainable_weights(self) -> list[nn.Parameter]:
@@ -431,9 +431,11 @@ class Searcher:
         return any(t.arch_frozen(epoch) for t in self.transforms if hasattr(t, "arch_frozen"))
 
     def train_epoch(self, data: SearchData, on_step: Callable[[], None] | None = None) -> None:
-        """One pass over the train stream; each iteration pairs a train and a val batch."""
-        if self.graphed is not None:                   # CUDA graphs (search(cuda_graphs=...))
-            return self.graphed.train_epoch(data, on_step)
+        """One pass over the train stream; each iteration pairs a train and a val batch. With
+        CUDA graphs (``search(cuda_graphs=...)``) each iteration is a ``GraphedStep.step``."""
+        graphed = self.graphed
+        if graphed is not None:
+            graphed.begin_epoch(data)
         s = self.schedule
         frozen = self.arch_frozen(self.epoch)
         T = max(1, int(s.inner_steps))
@@ -442,16 +444,21 @@ class Searcher:
         for xt, yt, xv, yv in data:
             # every T-th weight step overall (iDARTS-Zhang's inner loop runs across epochs)
             do_arch = not frozen and (self.global_step % T == T - 1)
-            if do_arch and arch_first:
+            if graphed is not None:
+                graphed.step(Batch(xt, yt, xv, yv), do_arch=do_arch, frozen=frozen)
+            elif do_arch and arch_first:
                 self.arch_step((xt, yt), (xv, yv))
-            self.weight_step(xt, yt)
-            if do_arch and not arch_first:
-                self.arch_step((xt, yt), (xv, yv))
-            if frozen:
-                self._monitor_val(xv, yv)
+            if graphed is None:
+                self.weight_step(xt, yt)
+                if do_arch and not arch_first:
+                    self.arch_step((xt, yt), (xv, yv))
+                if frozen:
+                    self._monitor_val(xv, yv)
             self.global_step += 1
             if on_step is not None:
                 on_step()
+        if graphed is not None and graphed.failed is not None:
+            self.graphed = None                         # the next epochs run eagerly
 
     def epoch_metrics(self) -> dict[str, float | None]:
         """Mean loss / accuracy (%) of the epoch just trained; the one host sync of the epoch."""
