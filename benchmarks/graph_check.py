@@ -35,15 +35,8 @@ from dslnas.search.loop import Searcher
 
 
 def eager_iteration(s: Searcher, b: Batch, do_arch: bool, frozen: bool) -> None:
-    """The body of Searcher.train_epoch's loop, as it is."""
-    arch_first = s.schedule.order == "arch_first"
-    if do_arch and arch_first:
-        s.arch_step((b.x_train, b.y_train), (b.x_val, b.y_val))
-    s.weight_step(b.x_train, b.y_train)
-    if do_arch and not arch_first:
-        s.arch_step((b.x_train, b.y_train), (b.x_val, b.y_val))
-    if frozen:
-        s._monitor_val(b.x_val, b.y_val)
+    """The body of Searcher.train_epoch's loop without graphs."""
+    s.iteration(*b, do_arch=do_arch, frozen=frozen)
 
 
 def snapshot(s: Searcher) -> dict[str, dict[str, torch.Tensor]]:

@@ -18,42 +18,45 @@ checkpoint.pt, genotype.*, tb/) plus ``reproduce.json`` (this script's notes per
 GPU, commit, command); ``RUNS/<method>-s<seed>.log`` is the search's output, all sessions.
 
 Device recipe (the ``run`` tool: at most 10 minutes a command, 64 MiB carried in, at most 8 files
-coming back from $OUT, at most 2 folder levels down; the disk may be bare at every call)
+of at most 16 MiB coming back from $OUT, at most 2 folder levels down; the disk is bare at every
+call, so whatever a later call needs comes back through $OUT and is carried in again)
 -------------------------------------------------------------------------------------------------
-ONE call does everything: install the wheels (``.whl/``: lark and graphviz, which the device
-image lacks; git-ignored), rebuild CIFAR-10 from its JPEG copy (6 s), run::
+Here, once (git-ignored folders; derived data is never committed)::
 
-    run(carry=[".whl", ".device-data"], timeout_s=585, command=
+    mkdir -p .device-data .device-cache && cp ../shared/data/nb201-test-accuracy.csv \
+        ../shared/tools/cifar10_from_jpeg.py .device-data/ &&
+    python benchmarks/cifar10_compact.py ../shared/data/cifar10-jpeg.npz \
+        .device-data/cifar10-jpeg.npz        # 18.4 MB instead of 55.8: same arrays, deflated
+
+Each call installs the wheels (``.whl/``: lark and graphviz, which the device image lacks),
+rebuilds CIFAR-10 from its JPEG copy (6 s) and runs the queue::
+
+    run(carry=[".whl", ".device-data", ".device-cache", "runs/nb201"], timeout_s=590, command=
         "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade "
         "--target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 && "
         "python3 .device-data/cifar10_from_jpeg.py .device-data/cifar10-jpeg.npz "
         "data/cifar-10-batches-py && "
         "python3 benchmarks/reproduce_nb201.py run --runs runs/nb201 --data data "
-        "--benchmark .device-data/nb201-test-accuracy.csv --methods M --seeds S --parallel 1 "
-        "--budget 555 --margin 8 --device cuda --collect $OUT")
+        "--benchmark .device-data/nb201-test-accuracy.csv --methods M --seeds S "
+        "--budget 560 --margin 8 --device cuda --commit HASH --collect $OUT "
+        "--collect-checkpoints --compile-cache .device-cache/compile-cache.tgz")
 
-The searches stop 8 s (--margin) before the 555 s budget, counted from the script's start, which
-leaves the 585 s call time for the install, the data and the copy. ``--collect $OUT`` brings
-back 3-4 small files per search: at most two searches per call come back whole (a warning says
-when more than 8 files were written). Add ``--commit HASH`` (``git rev-parse HEAD`` here) to
-record the code's commit: the device's copy of the tree has no .git.
+then, here, copy each ``FILES_AT/<method>-s<seed>/`` into ``runs/nb201/`` (an unfinished search
+resumes from its checkpoint in the next call; ``run`` points its config at the new checkout) and
+``FILES_AT/compile-cache.tgz`` into ``.device-cache/``. HASH is ``git rev-parse HEAD`` here (the
+device's copy of the tree has no .git).
 
-A search that the budget stops resumes in a later call only if its checkpoint travels: the
-disk is bare at every call, and the checkpoint (13.9 MB) does not fit next to the 55.8 MB
-CIFAR-10 archive in a call's 64 MiB. Measured on one H100 (docs/performance.md), a cold NB201
-DARTS first-order search takes ≈ 10 minutes (the first epoch includes torch.compile), more than
-one call. To span calls, carry the training images only (the search never reads the test set)
-and bring the checkpoint back:
-
-    here, once:  mkdir -p .device-train && cp ../shared/data/nb201-test-accuracy.csv \\
-                     ../shared/tools/cifar10_from_jpeg.py .device-train/ &&
-                 python benchmarks/cifar10_train_only.py ../shared/data/cifar10-jpeg.npz \\
-                     .device-train/cifar10-train-jpeg.npz       (46.5 MB; git-ignore the folder)
-    each call:   carry [".whl", ".device-train", "runs/nb201"]; rebuild from
-                 .device-train/cifar10-train-jpeg.npz; `run ... --collect $OUT
-                 --collect-checkpoints` (one search per call: 4-5 files come back)
-    after it:    copy FILES_AT/<job>/ into runs/nb201/<job>/ here; the next call resumes it
-                 (``run`` points the carried config.json at this checkout's space and table).
+* Budget: the searches stop --margin seconds before --budget, counted from the script's start,
+  at their last per-epoch checkpoint; the rest of the call is for the install, the data and the
+  copies.
+* Compile cache: a cold NB201 search spends minutes in torch.compile before its first epoch
+  (docs/performance.md); TorchInductor's cache (graphs and Triton kernels, keyed by the code,
+  the torch version and the GPU) makes later compiles of the same cells seconds, so after the
+  first call a whole search can fit one call. A cache made on another GPU model or torch
+  version is simply not hit.
+* What fits: the working tree, the wheels and the data take ≈ 21 MB of the 64 MiB carried in;
+  each unfinished search's checkpoint 13.9 MB, the compile cache what ``run`` prints. A search
+  brings back 4 small files plus its checkpoint while unfinished, so one or two searches per call.
 
 Resuming also works where the disk stays (a workstation): call ``run`` again with the same
 --runs.
@@ -80,6 +83,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +104,8 @@ RUN_FILES = {"config.json", "metrics.jsonl", "tb", "summary.json", "genotype.jso
 # what --collect copies (genotype.json only exists once the search finished)
 COLLECT_FILES = ("metrics.jsonl", "config.json", SIDECAR, "genotype.json")
 OUT_MAX_FILES = 8                        # the most files $OUT brings back
+OUT_MAX_BYTES = 16 * 2**20               # the largest file $OUT brings back
+COMPILE_CACHE = ".compile-cache"         # TorchInductor's cache, in the runs folder
 
 _T0 = time.monotonic()                   # --budget counts from the script's start
 
@@ -171,18 +177,12 @@ def write_json(path: Path, data) -> None:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """metrics.jsonl records; a line cut by a kill ends the list."""
-    out = []
+    """metrics.jsonl records, as the search reads them (a line cut by a kill ends the list)."""
+    from dslnas.search.rundir import RunDir
     try:
-        text = (Path(run_dir) / "metrics.jsonl").read_text()
+        return RunDir(run_dir, tensorboard=False).read_metrics()
     except OSError:
-        return out
-    for line in filter(str.strip, text.splitlines()):
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            break
-    return out
+        return []
 
 
 def repo_arg(path: str | Path) -> str:
@@ -325,6 +325,38 @@ def collect_small_files(run_dirs: Iterable[Path], dest: Path,
     return written
 
 
+def restore_compile_cache(archive: Path, cache_dir: Path,
+                          out: Callable[[str], None] = print) -> None:
+    """Unpack a compile cache written by ``pack_compile_cache`` into ``cache_dir`` (nothing if
+    the archive does not exist yet: the first call of a series starts cold)."""
+    archive = Path(archive)
+    if not archive.is_file():
+        out(f"compile cache: {archive} not found, compiling cold")
+        return
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(cache_dir, filter="data")
+    out(f"compile cache: restored {archive} ({archive.stat().st_size / 1e6:.1f} MB)")
+
+
+def pack_compile_cache(cache_dir: Path, archive: Path,
+                       out: Callable[[str], None] = print) -> Path | None:
+    """Write ``cache_dir``'s contents to the gzipped tar ``archive`` (atomically)."""
+    if not cache_dir.is_dir():
+        return None
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_name(f".{archive.name}.tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for p in sorted(cache_dir.iterdir()):
+            tar.add(p, arcname=p.name)
+    os.replace(tmp, archive)
+    size = archive.stat().st_size
+    out(f"compile cache: wrote {archive} ({size / 1e6:.1f} MB)")
+    if size > OUT_MAX_BYTES:
+        out(f"WARNING: {archive} is over the {OUT_MAX_BYTES // 2**20} MiB that $OUT brings back")
+    return archive
+
+
 # ---- run: the queue --------------------------------------------------------------------------
 
 @dataclass
@@ -379,6 +411,9 @@ class Runner:
         self.failed: list[Job] = []
         self.device_name = device_name(args.device)
         self.commit = args.commit or git_commit()
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if args.compile_cache:      # TorchInductor keeps FX graphs and Triton kernels there
+            self.env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(args.runs).absolute() / COMPILE_CACHE)
 
     def clock(self) -> str:
         return f"[{time.monotonic() - self.t0:6.0f}s]"
@@ -408,7 +443,7 @@ class Runner:
             job.started = time.monotonic()
             job.proc = subprocess.Popen(job.command, cwd=REPO, stdout=job.log_file,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                        env=self.env,
                                         process_group=0)
         except (OSError, RuntimeError) as e:
             job.outcome = "failed"
@@ -555,6 +590,9 @@ def cmd_run(args, hook: Callable[[Runner], None] | None = None,
     out(f"{len(todo)} of {len(jobs)} searches to run, {args.parallel} at a time"
         + (f", budget {args.budget:g} s (stop at {args.budget - args.margin:g} s)"
            if args.budget is not None else ""))
+    cache_dir = runs / COMPILE_CACHE
+    if args.compile_cache:
+        restore_compile_cache(Path(args.compile_cache), cache_dir, out=out)
     runner = Runner(todo, args, out=out, hook=hook, t0=t0)
 
     def on_sigterm(signum, frame):             # e.g. the device's command timeout
@@ -572,6 +610,10 @@ def cmd_run(args, hook: Callable[[Runner], None] | None = None,
         if args.collect:                     # also after a budget stop or an interruption
             collect_small_files([j.run_dir for j in jobs], Path(args.collect), out=out,
                                 checkpoints=args.collect_checkpoints)
+        if args.compile_cache:               # back where it came from, or with the collection
+            archive = Path(args.compile_cache)
+            pack_compile_cache(cache_dir, Path(args.collect) / archive.name
+                               if args.collect else archive, out=out)
     summary = summarize_queue(jobs, runner.failed)
     out("")
     for key, names in summary.items():
@@ -881,6 +923,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--collect-checkpoints", action="store_true",
                    help="with --collect: also the checkpoint of each unfinished search "
                         "(13.9 MB for NB201), to carry into the next call and resume there")
+    r.add_argument("--compile-cache", metavar="FILE.tgz",
+                   help="keep torch.compile's cache (TorchInductor: graphs and Triton kernels) "
+                        "across calls: unpack FILE.tgz first if it exists, give the searches "
+                        f"RUNS/{COMPILE_CACHE}/, pack it back at the end into FILE.tgz, or "
+                        "into the --collect folder under the same name")
     r.add_argument("--commit", help="the code's commit, recorded (default: git rev-parse HEAD "
                                     "where .git exists)")
     r.add_argument("--poll", type=float, default=0.5, help=argparse.SUPPRESS)

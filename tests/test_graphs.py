@@ -18,7 +18,7 @@ from dslnas.ir.lower import compile_file
 from dslnas.methods.spec import METHODS, Part, get_method
 from dslnas.search.datasets import load_dataset
 from dslnas.search.graphs import (Batch, GraphedStep, GraphUnsupported, TensorLr, _same,
-                                  _signature, attach_graphs, graph_safety, make_iteration)
+                                  _signature, attach_graphs, graph_safety)
 from dslnas.search.loader import SearchData
 from dslnas.search.loop import Searcher, search
 from dslnas.search.rundir import RunDir
@@ -122,7 +122,7 @@ def test_factored_iteration_matches_across_a_drnas_stage_switch(digits, ir):
     assert_identical(eager, twin)
 
 
-def test_make_iteration_alone_matches_weight_and_arch_steps(ir):
+def test_keep_grads_iteration_matches_the_plain_steps(ir):
     m = spec("pc-darts", batch_size=8)
     g = torch.Generator().manual_seed(0)
     def pair():
@@ -134,7 +134,7 @@ def test_make_iteration_alone_matches_weight_and_arch_steps(ir):
         a.arch_step((x.x_train, x.y_train), (x.x_val, x.y_val))     # PC-DARTS: arch first
         a.weight_step(x.x_train, x.y_train)
         with lr.swapped():
-            make_iteration(b, do_arch=True, frozen=False)(x)
+            b.iteration(*x, do_arch=True, frozen=False, keep_grads=True)
         assert_identical(a, b)
     assert torch.equal(a._sums, b._sums)
 

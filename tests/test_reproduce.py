@@ -382,3 +382,47 @@ def test_report_lists_unfinished_runs(two_runs, table, tmp_path):
     assert rn.cmd_report(ns, out=out.append) == 0
     assert "Unfinished: darts-s0 (2/2 epochs)" in out[0]
     assert "| darts | 0; unfinished s0 (2/2) |" in out[0]
+
+
+def test_compile_cache_is_restored_handed_to_the_searches_and_packed_back(tmp_path, table):
+    # a cache from an earlier call: a nested file as TorchInductor writes them
+    earlier = tmp_path / "earlier"
+    (earlier / "fxgraph" / "ab").mkdir(parents=True)
+    (earlier / "fxgraph" / "ab" / "entry").write_bytes(b"\x00graph\xff" * 100)
+    archive = tmp_path / "carried" / "compile-cache.tgz"
+    said: list[str] = []
+    assert rn.pack_compile_cache(earlier, archive, out=said.append) == archive
+    assert said[-1].startswith(f"compile cache: wrote {archive}")
+
+    runs, out_dir = tmp_path / "runs", tmp_path / "OUT"
+    args = run_args(runs, tmp_path, table[0], "--methods", "darts", "--seeds", "0",
+                    "--compile-cache", str(archive), "--collect", str(out_dir), epochs=1)
+    seen_env = []
+    lines: list[str] = []
+    assert rn.cmd_run(args, hook=lambda r: seen_env.append(r.env.get("TORCHINDUCTOR_CACHE_DIR")),
+                      out=lines.append) == 0, "\n".join(lines)
+    cache = runs / rn.COMPILE_CACHE
+    assert set(seen_env) == {str(cache.absolute())}
+    assert (cache / "fxgraph" / "ab" / "entry").read_bytes() == b"\x00graph\xff" * 100
+    # packed back beside the collected files
+    back = out_dir / "compile-cache.tgz"
+    assert any(l.startswith(f"compile cache: wrote {back}") for l in lines)
+    again = tmp_path / "again"
+    rn.restore_compile_cache(back, again, out=said.append)
+    assert (again / "fxgraph" / "ab" / "entry").read_bytes() == b"\x00graph\xff" * 100
+    # the cache folder is no run: record and report ignore it
+    finished, unfinished = rn.gather([runs])
+    assert [rn.run_name(r) for r in finished] == ["darts-s0"] and not unfinished
+
+
+def test_compile_cache_starts_cold_without_an_archive_and_warns_past_the_out_limit(
+        tmp_path, monkeypatch):
+    said: list[str] = []
+    rn.restore_compile_cache(tmp_path / "none.tgz", tmp_path / "cache", out=said.append)
+    assert said == [f"compile cache: {tmp_path / 'none.tgz'} not found, compiling cold"]
+    assert rn.pack_compile_cache(tmp_path / "cache", tmp_path / "x.tgz") is None
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "kernel.bin").write_bytes(bytes(range(256)) * 64)
+    monkeypatch.setattr(rn, "OUT_MAX_BYTES", 100)
+    rn.pack_compile_cache(tmp_path / "cache", tmp_path / "x.tgz", out=said.append)
+    assert "WARNING" in said[-1] and "x.tgz" in said[-1]

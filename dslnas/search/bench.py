@@ -323,7 +323,7 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
     """
     import torch
 
-    from .graphs import GraphedStep, GraphUnsupported
+    from .graphs import attach_graphs
     from .loop import Searcher, _determinism, compile_by_default
 
     if steps < 1 or warmup < 0:
@@ -379,13 +379,7 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
             compile_s = time.perf_counter() - t0
 
         # 2. CUDA graphs as search() attaches them
-        graphed = None
-        if cuda_graphs is not False and (cuda_graphs or device.type == "cuda"
-                                         or not _graph_capture):
-            try:
-                graphed = GraphedStep(s, capture=_graph_capture, log=notes.append)
-            except GraphUnsupported as e:
-                notes.append(f"cuda graphs: off ({e})")
+        graphed = attach_graphs(s, cuda_graphs, capture=_graph_capture, log=notes.append)
 
         # 3. warm-up and timed iterations
         timer = _Timer(device)

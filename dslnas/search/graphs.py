@@ -6,11 +6,9 @@ captured into a CUDA graph and replayed, so a step costs one launch.
 
 Pieces:
 
-* :func:`make_iteration` -- the body of one iteration of :meth:`Searcher.train_epoch`, in the
-  same order and with the same kernels, as a function ``iteration(batch)`` that runs eagerly and
-  under capture. It differs from ``weight_step`` / ``arch_step`` only where capture needs it: the
-  weights' grads are zeroed in place (``zero_grad(set_to_none=False)``) and the hypergradient is
-  copied into the architecture parameters' persistent ``.grad``, so no gradient is allocated
+* :meth:`Searcher.iteration` with ``keep_grads=True`` -- the iteration the eager loop runs,
+  except where capture needs it: the weights' grads are zeroed in place and the hypergradient
+  is copied into the architecture parameters' persistent ``.grad``, so no gradient is allocated
   inside a graph; and the weight lr is a device tensor (:class:`TensorLr`) while it runs.
 * :class:`TensorLr` -- the weight optimiser's lr as a float32 tensor on the device. The param
   groups keep their float lr (the scheduler, checkpoints and hypergradients read it);
@@ -40,8 +38,8 @@ Graph-safe (:func:`graph_safety` names the first obstacle otherwise):
   flagged ``capturable`` only while being captured (fused Adam keeps its step count on the
   device either way).
 
-Numerics: a replay runs the same kernels as the eager :func:`make_iteration`. Against the
-plain eager path (``weight_step`` / ``arch_step``) the one difference is the lr: fused SGD
+Numerics: a replay runs the same kernels as the eager ``iteration(..., keep_grads=True)``.
+Against the plain eager path (``keep_grads=False``) the one difference is the lr: fused SGD
 multiplies by the float32 tensor instead of the double, so results can differ in the last bit.
 On CPU (no fused kernel) the two paths agree exactly; ``tests/test_graphs.py`` checks it.
 """
@@ -51,15 +49,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ..methods import hypergrad as hg
 
 if TYPE_CHECKING:
     from .loop import Searcher
 
-__all__ = ["Batch", "GraphUnsupported", "TensorLr", "make_iteration", "graph_safety",
+__all__ = ["Batch", "GraphUnsupported", "TensorLr", "graph_safety",
            "GraphedStep", "attach_graphs", "WARMUP_ITERATIONS"]
 
 WARMUP_ITERATIONS = 3      # eager iterations per kind before its capture (torch docs use 3)
@@ -105,58 +101,6 @@ class TensorLr:
         finally:
             for g, lr in zip(groups, saved):
                 g["lr"] = lr
-
-
-def make_iteration(s: "Searcher", *, do_arch: bool, frozen: bool) -> Callable[[Batch], None]:
-    """One iteration of ``s.train_epoch`` as ``iteration(batch)``: eager or under capture.
-
-    ``do_arch``: take the architecture step (in ``s.schedule.order``); ``frozen``: the warm-up
-    epochs, where the val batch is only evaluated. Host sample counts are the caller's job
-    (``_accumulate`` still bumps them; :class:`GraphedStep` restores and sets them)."""
-    arch_first = s.schedule.order == "arch_first"
-    clip = s.schedule.grad_clip
-    foreach = True if s.device.type == "cuda" else None
-
-    def weights(b: Batch) -> None:
-        with torch.no_grad():
-            ew = s.edge_weights()
-        logits = s.supernet(b.x_train, ew)
-        loss = F.cross_entropy(logits, b.y_train)
-        s.w_opt.zero_grad(set_to_none=False)          # grads stay put: none allocated in a graph
-        loss.backward()
-        if clip > 0:
-            nn.utils.clip_grad_norm_(s.weights, clip, foreach=foreach)
-        s.w_opt.step()
-        s._accumulate(0, loss, logits, b.y_train)
-
-    def arch(b: Batch) -> None:
-        s._record_val = True
-        try:
-            grads = s.hypergradient(s.problem, (b.x_train, b.y_train), (b.x_val, b.y_val))
-        finally:
-            s._record_val = False
-        for p, g in zip(s.arch, grads):
-            if p.grad is None:                         # the first (eager) iteration
-                p.grad = g.detach().clone()
-            else:
-                p.grad.copy_(g)
-        s.a_opt.step()
-
-    @torch.no_grad()
-    def monitor(b: Batch) -> None:
-        logits = s._logits(b.x_val)
-        s._accumulate(2, F.cross_entropy(logits, b.y_val), logits, b.y_val)
-
-    def iteration(b: Batch) -> None:
-        if do_arch and arch_first:
-            arch(b)
-        weights(b)
-        if do_arch and not arch_first:
-            arch(b)
-        if frozen:
-            monitor(b)
-
-    return iteration
 
 
 # ============================================================================================
@@ -298,7 +242,7 @@ class GraphedStep:
                 for g in a_groups:
                     g["capturable"] = True
             with self._lr.swapped():
-                make_iteration(s, do_arch=kind[0], frozen=kind[1])(batch)
+                s.iteration(*batch, do_arch=kind[0], frozen=kind[1], keep_grads=True)
         finally:
             for g, c in zip(a_groups, capturable):
                 g["capturable"] = c
@@ -351,19 +295,21 @@ class GraphedStep:
 
 
 def attach_graphs(s: "Searcher", cuda_graphs: bool | None, *, deterministic: bool = False,
+                  capture: bool = True,
                   log: Callable[[str], None] | None = None) -> GraphedStep | None:
     """Set ``s.graphed`` as ``search(cuda_graphs=...)`` asks; return it (None: eager).
 
     ``None`` (default): on for a CUDA search of a graph-safe method without ``deterministic``;
     off quietly elsewhere, with one log line when a CUDA search cannot use them. ``True``: on
-    where possible, else one log line with the reason. ``False``: off."""
+    where possible, else one log line with the reason. ``False``: off. ``capture=False``
+    (tests): the graphs' eager twin, on any device."""
     s.graphed = None
     if cuda_graphs is False:
         return None
-    if cuda_graphs is None and (s.device.type != "cuda" or deterministic):
+    if cuda_graphs is None and ((capture and s.device.type != "cuda") or deterministic):
         return None
     try:
-        s.graphed = GraphedStep(s, log=log)
+        s.graphed = GraphedStep(s, capture=capture, log=log)
     except GraphUnsupported as e:
         if log is not None:
             log(f"cuda graphs: off ({e})")

@@ -393,13 +393,15 @@ class Searcher:
         self._counts[slot // 2] += n
 
     # ---- steps ----------------------------------------------------------------------------
-    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One SGD step on the weights; α (and the relaxation's extras) stay untouched."""
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor, *, keep_grads: bool = False) -> None:
+        """One SGD step on the weights; α (and the relaxation's extras) stay untouched.
+        ``keep_grads``: zero the grads in place instead of freeing them (CUDA graphs allocate
+        nothing inside a capture)."""
         with torch.no_grad():
             ew = self.edge_weights()
         logits = self.supernet(x, ew)
         loss = F.cross_entropy(logits, y)
-        self.w_opt.zero_grad(set_to_none=True)
+        self.w_opt.zero_grad(set_to_none=not keep_grads)
         loss.backward()
         if self.schedule.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.weights, self.schedule.grad_clip,
@@ -407,21 +409,45 @@ class Searcher:
         self.w_opt.step()
         self._accumulate(0, loss, logits, y)
 
-    def arch_step(self, train_batch, val_batch) -> None:
-        """One Adam step on α and extras with the method's hypergradient; w is restored."""
+    def arch_step(self, train_batch, val_batch, *, keep_grads: bool = False) -> None:
+        """One Adam step on α and extras with the method's hypergradient; w is restored.
+        ``keep_grads``: copy the hypergradient into persistent ``.grad`` tensors (for graphs)."""
         self._record_val = True
-        grads = self.hypergradient(self.problem, train_batch, val_batch)
-        self._record_val = False
+        try:
+            grads = self.hypergradient(self.problem, train_batch, val_batch)
+        finally:
+            self._record_val = False
         for p, g in zip(self.arch, grads):
-            p.grad = g
+            if not keep_grads:
+                p.grad = g
+            elif p.grad is None:                        # the first (eager) iteration
+                p.grad = g.detach().clone()
+            else:
+                p.grad.copy_(g)
         self.a_opt.step()
-        self.a_opt.zero_grad(set_to_none=True)
+        if not keep_grads:
+            self.a_opt.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def _monitor_val(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Val metrics while α is frozen (warm-up): a forward pass like the arch step's."""
         logits = self._logits(x)
         self._accumulate(2, F.cross_entropy(logits, y), logits, y)
+
+    def iteration(self, xt, yt, xv, yv, *, do_arch: bool, frozen: bool,
+                  keep_grads: bool = False) -> None:
+        """One search iteration on a train and a val batch: the architecture step (if
+        ``do_arch``, before or after the weight step as ``schedule.order`` says), the weight
+        step, and while α is ``frozen`` the val metrics. The eager loop and the CUDA graphs
+        (``GraphedStep``, with ``keep_grads``) both run this."""
+        arch_first = self.schedule.order == "arch_first"
+        if do_arch and arch_first:
+            self.arch_step((xt, yt), (xv, yv), keep_grads=keep_grads)
+        self.weight_step(xt, yt, keep_grads=keep_grads)
+        if do_arch and not arch_first:
+            self.arch_step((xt, yt), (xv, yv), keep_grads=keep_grads)
+        if frozen:
+            self._monitor_val(xv, yv)
 
     def arch_frozen(self, epoch: int) -> bool:
         """Whether α is frozen in (0-based) ``epoch``: the schedule's warm-up, or a transform's
@@ -439,21 +465,14 @@ class Searcher:
         s = self.schedule
         frozen = self.arch_frozen(self.epoch)
         T = max(1, int(s.inner_steps))
-        arch_first = s.order == "arch_first"
         self.supernet.train()
         for xt, yt, xv, yv in data:
             # every T-th weight step overall (iDARTS-Zhang's inner loop runs across epochs)
             do_arch = not frozen and (self.global_step % T == T - 1)
             if graphed is not None:
                 graphed.step(Batch(xt, yt, xv, yv), do_arch=do_arch, frozen=frozen)
-            elif do_arch and arch_first:
-                self.arch_step((xt, yt), (xv, yv))
-            if graphed is None:
-                self.weight_step(xt, yt)
-                if do_arch and not arch_first:
-                    self.arch_step((xt, yt), (xv, yv))
-                if frozen:
-                    self._monitor_val(xv, yv)
+            else:
+                self.iteration(xt, yt, xv, yv, do_arch=do_arch, frozen=frozen)
             self.global_step += 1
             if on_step is not None:
                 on_step()
