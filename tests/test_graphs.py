@@ -85,7 +85,7 @@ def assert_identical(a: Searcher, b: Searcher) -> None:
 
 @pytest.mark.parametrize("method, schedule", [
     ("darts", {}),                                   # softmax, weights first (NB201 family)
-    ("darts", {"inner_steps": 2, "order": "arch_first"}),   # arch step every 2nd iteration
+    ("darts", {"order": "arch_first"}),              # the arch step before the weight step
     ("pc-darts", {"warmup_epochs": 1}),              # softmax_beta + partial channels, frozen α
     ("drnas", {}),                                   # Dirichlet samples: the RNG stream matches
     ("darts-2nd", {}),                               # unrolled: tensor lr and FD radius
@@ -227,6 +227,12 @@ def test_graph_safety_of_every_shipped_method(ir, name):
         assert reason is not None and "only first_order and unrolled" in reason
         assert reason.startswith(f"hypergradient {s.method.hypergradient}")
     assert graph_safety(s) is not None                              # on CPU, never
+
+
+def test_an_inner_loop_is_not_graphed(ir):
+    s = Searcher(ir, spec("darts", inner_steps=3))
+    assert graph_safety(s, device=False) == ("inner_steps=3: the inner-loop epoch (T weight "
+                                             "steps per architecture step) runs eagerly")
 
 
 def test_search_with_cuda_graphs_on_cpu_is_the_eager_search(tmp_path, digits, ir):

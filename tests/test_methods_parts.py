@@ -344,10 +344,10 @@ def fixed_ops():
         unregister_op(n)
 
 
-@pytest.mark.parametrize("K", [1, 2])
+@pytest.mark.parametrize("K", [0, 1, 2])          # 0: plain edges, which skip `none`
 def test_decorrelation_picks_the_op_the_node_is_made_of(tmp_path, fixed_ops, K):
     ir = space_file(tmp_path, ["none", *fixed_ops, "noise"], C=4, N=2, name=f"fx{K}")
-    net = build(ir, edge_cls=partial_edge(K))
+    net = build(ir, edge_cls=partial_edge(K)) if K else build(ir)
     with torch.no_grad():
         net.alphas["cell"].copy_(torch.tensor([0.0, 3.0, 2.0, -5.0, 1.0]))   # fixed_c smallest
     fwd = {"cell": torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.3]] * 6)}    # node = Σ fixed_c + noise

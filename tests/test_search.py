@@ -345,3 +345,43 @@ def test_cli_parser_registers_the_search_commands():
     real = cli.build_parser()
     sub = next(a for a in real._actions if a.dest == "command")
     assert {"search", "methods", "evaluate"} <= set(sub.choices)
+
+
+def test_idarts_ift_epoch_is_the_inner_loop_one_alpha_step_per_val_batch():
+    """Reference §7a: per val batch, T weight steps on train batches, then the α step with H and
+    M on one more, fresh train batch; an epoch is one pass over the val stream."""
+    from dslnas.search.datasets import load_dataset
+    from dslnas.search.loader import SearchData
+    from dslnas.search.loop import Searcher
+    ir = compile_file(NB201, {"C": 4, "N": 1})
+    spec = get_method("idarts-ift").for_family("nb201")
+    T = spec.schedule.inner_steps
+    assert T == 4
+    ds = load_dataset("digits", None)
+
+    def data():   # 32 train / 32 val images in batches of 8: 4 val batches per epoch
+        return SearchData.from_dataset(ds, batch_size=8, split="half", seed=1, subset=64)
+
+    s, d = Searcher(ir, spec, seed=0), data()
+    steps = []
+    weight_step, arch_step = s.weight_step, s.arch_step
+    s.weight_step = lambda x, y: (steps.append(("w", x, None)), weight_step(x, y))
+    s.arch_step = lambda tb, vb: (steps.append(("a", tb[0], vb[0])), arch_step(tb, vb))
+    assert s.iterations(d) == len(d.val) == 4
+    s.begin_epoch()
+    s.train_epoch(d)
+
+    assert "".join(k for k, _, _ in steps) == ("w" * T + "a") * 4
+    assert s.global_step == 4 * T                       # weight steps
+    twin = data()                                       # the same streams, drawn in order
+    for i, (kind, x, xv) in enumerate(steps):
+        assert torch.equal(x, twin.train.next()[0]), i      # the α step's batch is the next one
+        if kind == "a":
+            assert torch.equal(xv, twin.val.next()[0])
+    assert d.val.epoch == 1 and d.train.epoch == 5 and d.train.pos == 0   # (T + 1) x 4 = 20
+
+
+def test_hypergradient_inner_steps_is_not_an_option(tmp_path, capsys):
+    code, _, err = search(capsys, tmp_path / "r", "--set", "hypergradient.inner_steps=1",
+                          method="idarts-ift")
+    assert code == 2 and "inner_steps" in err

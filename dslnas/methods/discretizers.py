@@ -40,6 +40,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from ..genotype import Genotype
+from ..ops import op_kind
 from ..supernet.partial import processed_positions
 from .relaxations import derive_from_strengths
 from .spec import instantiate
@@ -152,7 +153,14 @@ class Decorrelation(Discretizer):
                     K = getattr(edge, "K", 1)
                     if K > 1:
                         t = target.index_select(1, processed_positions(edge.C, K).to(target.device))
-                    s = decorrelation_scores([outs.get(k) for k in range(n)], t,
+                    active = getattr(edge, "active", None)
+                    outputs = [outs.get(k) for k in range(n)]
+                    for k, name in enumerate(edge.candidates):
+                        # plain edges skip `none` in the forward pass: its output is zero
+                        if outputs[k] is None and op_kind(name) == "zero" and \
+                                (active is None or bool(active[k])):
+                            outputs[k] = torch.zeros_like(t)
+                    s = decorrelation_scores(outputs, t,
                                              self._order(weights[group][row], n),
                                              self.similarity, self.absolute)
                     ok = torch.isfinite(s)

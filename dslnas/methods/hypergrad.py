@@ -276,11 +276,10 @@ class Neumann:
     with H, M of L_train on ``train_batch`` at the current w. The series
     approximates H⁻¹ when ‖I − γH‖ < 1 (γ < 2/λ_max for positive definite H).
     "Stochastic" means the search loop passes a *fresh* random training batch;
-    ``inner_steps`` (T SGD steps on w before each α step) is also the search
-    loop's job and is only carried here.
+    the T SGD steps on w before each α step are the search loop's job too
+    (``schedule.inner_steps``).
 
-    Defaults (§7b, NB201 notebook): K = 2, γ = current weight lr (``gamma=None``),
-    T = 4 (the notebook's log directory suggests T = 1; NB-1Shot1 uses T = 5).
+    Defaults (§7b, NB201 notebook): K = 2, γ = current weight lr (``gamma=None``).
 
     We follow the paper's equation, not the official code. Differences:
 
@@ -299,7 +298,6 @@ class Neumann:
 
     K: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     gamma: float | None = None
-    inner_steps: int = attrs.field(default=4, validator=attrs.validators.ge(0))
     eps: float = attrs.field(default=0.01, validator=attrs.validators.gt(0))
     exact: bool = False
 

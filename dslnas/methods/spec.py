@@ -57,6 +57,12 @@ def instantiate(part: "Part | str", registry: dict, kind: str):
         cls = registry[name]
     except KeyError:
         raise KeyError(f"unknown {kind} {name!r} (known: {', '.join(registry)})") from None
+    if attrs.has(cls):
+        known = [f.name for f in attrs.fields(cls)]
+        unknown = [k for k in options if k not in known]
+        if unknown:
+            raise TypeError(f"{kind} {name!r} has no option {', '.join(map(repr, unknown))} "
+                            f"(its options: {', '.join(known) or 'none'})")
     try:
         return cls(**options)
     except TypeError as e:
@@ -90,6 +96,9 @@ class MethodSpec:
 
 # NB201 DARTS-V1 (AutoDL): Nesterov, wd 5e-4, the fixed random 25k/25k split, weights step first.
 _NB201_DARTS = dict(w_nesterov=True, w_weight_decay=5e-4, split="random", order="weights_first")
+# NB201 DARTS-V2 (AutoDL) takes the α step first, so the train batch feeds the second-order
+# terms before the weights train on it; the other second-order method does the same.
+_NB201_2ND = dict(_NB201_DARTS, order="arch_first")
 _PC = dict(epochs=50, batch_size=256, w_lr=0.1, w_lr_min=0.0, a_lr=6e-4, warmup_epochs=15)
 
 
@@ -105,7 +114,7 @@ def _m(name, summary, relaxation="softmax", hypergradient="first_order", transfo
 METHODS: dict[str, MethodSpec] = {m.name: m for m in [
     _m("darts", "DARTS, first order (Liu et al. 2019)", nb201=_NB201_DARTS),
     _m("darts-2nd", "DARTS, second order: one unrolled virtual step",
-       hypergradient=Part("unrolled", {"eps": 0.01}), nb201=_NB201_DARTS),
+       hypergradient=Part("unrolled", {"eps": 0.01}), nb201=_NB201_2ND),
     _m("pc-darts", "PC-DARTS: partial channels K=4 and edge normalisation (Xu et al. 2020)",
        relaxation="softmax_beta", transforms=[Part("partial_channels", {"K": 4})],
        schedule=Schedule(**_PC),
@@ -138,7 +147,7 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in [
        schedule=Schedule(inner_steps=4),
        nb201=dict(epochs=30, w_lr=0.01, **_NB201_DARTS)),
     _m("amended-darts", "Amended-DARTS: the IFT term with H in place of H^-1 (Bi et al. 2019)",
-       hypergradient=Part("amended", {"damping": 0.0}), nb201=_NB201_DARTS),
+       hypergradient=Part("amended", {"damping": 0.0}), nb201=_NB201_2ND),
 ]}
 
 

@@ -121,6 +121,9 @@ def graph_safety(s: "Searcher", *, device: bool = True) -> str | None:
         return (f"hypergradient {s.method.hypergradient}: only first_order and unrolled "
                 f"(finite differences) are graph-safe (the implicit strategies read the lr "
                 f"back to the host)")
+    if s.schedule.inner_steps > 1:
+        return (f"inner_steps={s.schedule.inner_steps}: the inner-loop epoch (T weight steps "
+                f"per architecture step) runs eagerly")
     if type(s.relaxation) not in (Softmax, SoftmaxBeta, Dirichlet):
         return f"relaxation {s.method.relaxation} is not known to be graph-safe"
     for t in s.transforms:

@@ -8,11 +8,13 @@ Per iteration (reference methods.md §1.1, §2a), in the order ``schedule.order`
 
 * architecture step, on the val batch (the train batch feeds second-order terms): the
   hypergradient strategy returns dL/dα for α and the relaxation's extra parameters (e.g. PC-DARTS'
-  edge β), Adam applies it. Skipped in the warm-up epochs, and taken after every
-  ``inner_steps``-th weight step only (iDARTS-Zhang's T);
+  edge β), Adam applies it. Skipped in the warm-up epochs;
 * weight step, on the train batch: SGD (momentum, Nesterov, weight decay) with the gradient norm
   of the weights clipped; the edge weights are computed without autograd, so a weight step never
   touches α, and the hypergradient restores w bit-exactly, so an architecture step never touches w.
+
+With ``inner_steps`` T > 1 (iDARTS, Zhang et al.) an epoch is a pass over the val stream instead:
+per val batch, T weight steps on train batches, then the architecture step with a fresh one.
 
 The weight lr follows a cosine from ``w_lr`` to ``w_lr_min`` over the epochs (stepped at the end
 of each epoch). Nothing in the step reads a value back to the host: loss and accuracy sums stay
@@ -456,28 +458,49 @@ class Searcher:
             return True
         return any(t.arch_frozen(epoch) for t in self.transforms if hasattr(t, "arch_frozen"))
 
+    def iterations(self, data: SearchData) -> int:
+        """Iterations in one epoch of ``train_epoch`` (the progress bar's unit)."""
+        return len(data.val) if self.schedule.inner_steps > 1 else len(data)
+
     def train_epoch(self, data: SearchData, on_step: Callable[[], None] | None = None) -> None:
-        """One pass over the train stream; each iteration pairs a train and a val batch. With
-        CUDA graphs (``search(cuda_graphs=...)``) each iteration is a ``GraphedStep.step``."""
+        """One epoch. Normally one pass over the train stream, each train batch paired with a
+        val batch (with CUDA graphs each iteration is a ``GraphedStep.step``); with
+        ``inner_steps`` T > 1 the inner-loop epoch of iDARTS (Zhang et al.) instead."""
+        self.supernet.train()
+        frozen = self.arch_frozen(self.epoch)
+        if self.schedule.inner_steps > 1:
+            self._inner_loop_epoch(data, int(self.schedule.inner_steps), frozen, on_step)
+            return
         graphed = self.graphed
         if graphed is not None:
             graphed.begin_epoch(data)
-        s = self.schedule
-        frozen = self.arch_frozen(self.epoch)
-        T = max(1, int(s.inner_steps))
-        self.supernet.train()
         for xt, yt, xv, yv in data:
-            # every T-th weight step overall (iDARTS-Zhang's inner loop runs across epochs)
-            do_arch = not frozen and (self.global_step % T == T - 1)
             if graphed is not None:
-                graphed.step(Batch(xt, yt, xv, yv), do_arch=do_arch, frozen=frozen)
+                graphed.step(Batch(xt, yt, xv, yv), do_arch=not frozen, frozen=frozen)
             else:
-                self.iteration(xt, yt, xv, yv, do_arch=do_arch, frozen=frozen)
+                self.iteration(xt, yt, xv, yv, do_arch=not frozen, frozen=frozen)
             self.global_step += 1
             if on_step is not None:
                 on_step()
         if graphed is not None and graphed.failed is not None:
             self.graphed = None                         # the next epochs run eagerly
+
+    def _inner_loop_epoch(self, data: SearchData, T: int, frozen: bool,
+                          on_step: Callable[[], None] | None) -> None:
+        """iDARTS (Zhang et al., reference §7a): one pass over the val stream, one α step per
+        val batch; before it, T weight steps on the next T train batches (the train stream
+        cycles, reshuffled each time round), and the α step's H and M on one more, fresh train
+        batch that no weight step has used. ``schedule.order`` plays no part here."""
+        for xv, yv in data.val:
+            for _ in range(T):
+                self.weight_step(*data.train.next())
+                self.global_step += 1
+            if frozen:
+                self._monitor_val(xv, yv)
+            else:
+                self.arch_step(data.train.next(), (xv, yv))
+            if on_step is not None:
+                on_step()
 
     def epoch_metrics(self) -> dict[str, float | None]:
         """Mean loss / accuracy (%) of the epoch just trained; the one host sync of the epoch."""
@@ -714,8 +737,8 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
         bar = None
         if progress and sys.stderr.isatty() and s.epoch < last:
             from tqdm.auto import tqdm
-            bar = tqdm(total=(last - s.epoch) * len(data), unit="step", dynamic_ncols=True,
-                       file=sys.stderr, leave=False)
+            bar = tqdm(total=(last - s.epoch) * s.iterations(data), unit="step",
+                       dynamic_ncols=True, file=sys.stderr, leave=False)
             write = bar.write
         else:
             write = log

@@ -69,7 +69,9 @@ class PartialMixedEdge(nn.Module):
         super().__init__()
         K = int(K)
         if K < 1 or C % K:
-            raise ValueError(f"partial channels: K={K} must be >= 1 and divide the edge width C={C}")
+            raise ValueError(f"partial channels: K={K} must be >= 1 and divide the edge width "
+                             f"C={C} (give the space a width that K divides, e.g. --set C=..., "
+                             f"or the method another K)")
         self.candidates = tuple(candidates)
         self.C, self.stride, self.K = C, stride, K
         self._build = dict(affine=affine, track=track, pool_bn=pool_bn)
