@@ -38,7 +38,7 @@ rebuilds CIFAR-10 from its JPEG copy (6 s) and runs the queue::
         "data/cifar-10-batches-py && "
         "python3 benchmarks/reproduce_nb201.py run --runs runs/nb201 --data data "
         "--benchmark .device-data/nb201-test-accuracy.csv --methods M --seeds S "
-        "--budget 560 --margin 8 --device cuda --commit HASH --collect $OUT "
+        "--budget 560 --margin 25 --device cuda --commit HASH --collect $OUT "
         "--collect-checkpoints --compile-cache .device-cache/compile-cache.tgz")
 
 then, here, copy each ``FILES_AT/<method>-s<seed>/`` into ``runs/nb201/`` (an unfinished search
@@ -46,17 +46,21 @@ resumes from its checkpoint in the next call; ``run`` points its config at the n
 ``FILES_AT/compile-cache.tgz`` into ``.device-cache/``. HASH is ``git rev-parse HEAD`` here (the
 device's copy of the tree has no .git).
 
-* Budget: the searches stop --margin seconds before --budget, counted from the script's start,
-  at their last per-epoch checkpoint; the rest of the call is for the install, the data and the
-  copies.
+* Budget: --margin seconds before --budget, counted from the script's start, the searches get
+  SIGTERM: each finishes its current step, saves a checkpoint there (inside the epoch) and stops
+  (SIGKILL after 15 s, keeping the last checkpoint); the rest of the call is for the install, the
+  data and the copies. So even an epoch longer than a call (idarts-ift's eager inner loop)
+  advances from call to call.
 * Compile cache: a cold NB201 search spends minutes in torch.compile before its first epoch
   (docs/performance.md); TorchInductor's cache (graphs and Triton kernels, keyed by the code,
   the torch version and the GPU) makes later compiles of the same cells seconds, so after the
   first call a whole search can fit one call. A cache made on another GPU model or torch
   version is simply not hit.
 * What fits: the working tree, the wheels and the data take ≈ 21 MB of the 64 MiB carried in;
-  each unfinished search's checkpoint 13.9 MB, the compile cache what ``run`` prints. A search
-  brings back 4 small files plus its checkpoint while unfinished, so one or two searches per call.
+  each unfinished search's checkpoint 13.9 MB, the compile cache what ``run`` prints. Each
+  search of the call brings back 4 files (finished: metrics, config, reproduce.json, genotype;
+  unfinished: the first three and its checkpoint), the compile cache one more: with 8 files at
+  most, one search per call with the cache, two without (a warning says when more were written).
 
 Resuming also works where the disk stays (a workstation): call ``run`` again with the same
 --runs.
@@ -96,7 +100,8 @@ SIDECAR = "reproduce.json"
 CHECKPOINT = "checkpoint.pt"
 RECORD_FORMAT = "dslnas-nb201-record/1"
 SEEDS = (0, 1, 2)
-KILL_GRACE = 5.0                         # seconds between SIGTERM and SIGKILL
+KILL_GRACE = 15.0                        # seconds between SIGTERM and SIGKILL: a search
+                                         # finishes its step and saves a checkpoint
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")   # as asked of BenchmarkTable.dataset
 # what a search writes into its run directory (anything else makes `run` refuse to clear it)
 RUN_FILES = {"config.json", "metrics.jsonl", "tb", "summary.json", "genotype.json",
@@ -306,9 +311,10 @@ def repoint_config(run_dir: Path, benchmark: str | Path) -> None:
 
 def collect_small_files(run_dirs: Iterable[Path], dest: Path,
                         out: Callable[[str], None] = print,
-                        checkpoints: bool = False) -> list[Path]:
+                        checkpoints: bool = False, others: int = 0) -> list[Path]:
     """Copy each run's COLLECT_FILES (never tb/) to ``dest/<run>/``; with ``checkpoints``, an
-    unfinished run's checkpoint too, so that a later call can carry the folder in and resume."""
+    unfinished run's checkpoint too, so that a later call can carry the folder in and resume.
+    ``others``: files already in ``dest`` that count towards $OUT's limit (the compile cache)."""
     written = []
     for run_dir in map(Path, run_dirs):
         names = [n for n in COLLECT_FILES if (run_dir / n).is_file()]
@@ -319,37 +325,48 @@ def collect_small_files(run_dirs: Iterable[Path], dest: Path,
         for name in names:
             written.append(Path(shutil.copy2(run_dir / name, dest / run_dir.name / name)))
     out(f"collected {len(written)} file(s) into {dest}/")
-    if len(written) > OUT_MAX_FILES:
-        out(f"WARNING: {len(written)} files: $OUT brings back at most {OUT_MAX_FILES}; "
+    if len(written) + others > OUT_MAX_FILES:
+        out(f"WARNING: {len(written) + others} files: $OUT brings back at most {OUT_MAX_FILES}; "
             f"queue fewer searches per call")
     return written
 
 
 def restore_compile_cache(archive: Path, cache_dir: Path,
                           out: Callable[[str], None] = print) -> None:
-    """Unpack a compile cache written by ``pack_compile_cache`` into ``cache_dir`` (nothing if
-    the archive does not exist yet: the first call of a series starts cold)."""
+    """Unpack a compile cache written by ``pack_compile_cache`` into ``cache_dir``. A missing
+    archive (the first call of a series) or an unreadable one only means compiling cold."""
     archive = Path(archive)
     if not archive.is_file():
         out(f"compile cache: {archive} not found, compiling cold")
         return
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(cache_dir, filter="data")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(cache_dir, filter="data")
+    except (OSError, EOFError, tarfile.TarError) as e:
+        shutil.rmtree(cache_dir, ignore_errors=True)        # no half-restored cache
+        out(f"compile cache: {archive} is unreadable ({type(e).__name__}: {e}), compiling cold")
+        return
     out(f"compile cache: restored {archive} ({archive.stat().st_size / 1e6:.1f} MB)")
 
 
 def pack_compile_cache(cache_dir: Path, archive: Path,
                        out: Callable[[str], None] = print) -> Path | None:
-    """Write ``cache_dir``'s contents to the gzipped tar ``archive`` (atomically)."""
+    """Write ``cache_dir``'s contents to the gzipped tar ``archive`` (atomically); None if there
+    is no cache or it could not be written (said, never raised: the searches are done)."""
     if not cache_dir.is_dir():
         return None
-    archive.parent.mkdir(parents=True, exist_ok=True)
     tmp = archive.with_name(f".{archive.name}.tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for p in sorted(cache_dir.iterdir()):
-            tar.add(p, arcname=p.name)
-    os.replace(tmp, archive)
+    try:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+            for p in sorted(cache_dir.iterdir()):
+                tar.add(p, arcname=p.name)
+        os.replace(tmp, archive)
+    except (OSError, tarfile.TarError) as e:
+        tmp.unlink(missing_ok=True)
+        out(f"compile cache: could not write {archive} ({type(e).__name__}: {e})")
+        return None
     size = archive.stat().st_size
     out(f"compile cache: wrote {archive} ({size / 1e6:.1f} MB)")
     if size > OUT_MAX_BYTES:
@@ -607,13 +624,16 @@ def cmd_run(args, hook: Callable[[Runner], None] | None = None,
         runner.stop_all("on interrupt")
     finally:
         signal.signal(signal.SIGTERM, old)
-        if args.collect:                     # also after a budget stop or an interruption
-            collect_small_files([j.run_dir for j in jobs], Path(args.collect), out=out,
-                                checkpoints=args.collect_checkpoints)
+        packed = None
         if args.compile_cache:               # back where it came from, or with the collection
             archive = Path(args.compile_cache)
-            pack_compile_cache(cache_dir, Path(args.collect) / archive.name
-                               if args.collect else archive, out=out)
+            packed = pack_compile_cache(cache_dir, Path(args.collect) / archive.name
+                                        if args.collect else archive, out=out)
+        if args.collect:                     # also after a budget stop or an interruption;
+            # the searches of this call (those finished before came back with their call)
+            collect_small_files([j.run_dir for j in todo], Path(args.collect), out=out,
+                                checkpoints=args.collect_checkpoints,
+                                others=int(packed is not None))
     summary = summarize_queue(jobs, runner.failed)
     out("")
     for key, names in summary.items():

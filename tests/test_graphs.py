@@ -88,8 +88,9 @@ def assert_identical(a: Searcher, b: Searcher) -> None:
     ("darts", {"order": "arch_first"}),              # the arch step before the weight step
     ("pc-darts", {"warmup_epochs": 1}),              # softmax_beta + partial channels, frozen α
     ("drnas", {}),                                   # Dirichlet samples: the RNG stream matches
-    ("darts-2nd", {}),                               # unrolled: tensor lr and FD radius
-    ("darts-2nd", {"order": "arch_first"}),          # (DARTS space order) before the first step
+    ("darts-2nd", {}),                               # unrolled: tensor lr and FD radius, arch
+                                                     # first (before the first weight step)
+    ("darts-2nd", {"order": "weights_first"}),       # unrolled after the weight step
 ])
 def test_factored_iteration_with_tensor_lr_matches_the_eager_path_exactly(digits, ir, method,
                                                                            schedule):

@@ -410,9 +410,21 @@ def test_compile_cache_is_restored_handed_to_the_searches_and_packed_back(tmp_pa
     again = tmp_path / "again"
     rn.restore_compile_cache(back, again, out=said.append)
     assert (again / "fxgraph" / "ab" / "entry").read_bytes() == b"\x00graph\xff" * 100
+    assert any(l.startswith(f"collected 4 file(s) into {out_dir}") for l in lines)
     # the cache folder is no run: record and report ignore it
     finished, unfinished = rn.gather([runs])
     assert [rn.run_name(r) for r in finished] == ["darts-s0"] and not unfinished
+
+    # the next call: a truncated archive only means compiling cold, and the search finished
+    # before is not collected again
+    data = back.read_bytes()
+    archive.write_bytes(data[: len(data) // 2])
+    shutil.rmtree(out_dir)
+    lines.clear()
+    assert rn.cmd_run(args, out=lines.append) == 0, "\n".join(lines)
+    assert any(l.startswith(f"compile cache: {archive} is unreadable") for l in lines)
+    assert any(l.startswith("skip darts-s0: finished") for l in lines)
+    assert any(l.startswith(f"collected 0 file(s) into {out_dir}") for l in lines)
 
 
 def test_compile_cache_starts_cold_without_an_archive_and_warns_past_the_out_limit(
@@ -426,3 +438,15 @@ def test_compile_cache_starts_cold_without_an_archive_and_warns_past_the_out_lim
     monkeypatch.setattr(rn, "OUT_MAX_BYTES", 100)
     rn.pack_compile_cache(tmp_path / "cache", tmp_path / "x.tgz", out=said.append)
     assert "WARNING" in said[-1] and "x.tgz" in said[-1]
+    # the archive counts towards the 8 files $OUT brings back: 2 finished searches + it = 9
+    runs = []
+    for name in ("a-s0", "b-s0"):
+        (tmp_path / name).mkdir()
+        for f in rn.COLLECT_FILES:
+            (tmp_path / name / f).write_text("{}")
+        runs.append(tmp_path / name)
+    said.clear()
+    rn.collect_small_files(runs, tmp_path / "OUT", out=said.append, others=0)
+    assert len(said) == 1
+    rn.collect_small_files(runs, tmp_path / "OUT", out=said.append, others=1)
+    assert said[-1].startswith("WARNING: 9 files")

@@ -250,6 +250,15 @@ def test_methods_lists_all_ten_with_parts_and_defaults(capsys):
     assert data["pc-darts"]["darts"]["schedule"]["warmup_epochs"] == 15
 
 
+def test_nb201_step_order_follows_autodl_v1_for_first_order_and_v2_for_second_order():
+    order = {name: get_method(name).for_family("nb201").schedule.order for name in METHODS}
+    for name in ("darts", "rf-darts", "idarts-nn"):                     # DARTS-V1
+        assert order[name] == "weights_first", name
+    for name in ("darts-2nd", "amended-darts"):                         # DARTS-V2
+        assert order[name] == "arch_first", name
+    assert {get_method(n).for_family("darts").schedule.order for n in METHODS} == {"arch_first"}
+
+
 def test_evaluate_looks_a_genotype_up(tmp_path, capsys, table, two_epoch_run):
     arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
     code, out, _ = run(capsys, "evaluate", arch, "--benchmark", table, "--json")
@@ -385,3 +394,95 @@ def test_hypergradient_inner_steps_is_not_an_option(tmp_path, capsys):
     code, _, err = search(capsys, tmp_path / "r", "--set", "hypergradient.inner_steps=1",
                           method="idarts-ift")
     assert code == 2 and "inner_steps" in err
+
+
+# ---- checkpoints inside an epoch ----------------------------------------------------------------
+
+def _small_search(tmp_path, name, method, **kwargs):
+    """NB201 C=4 N=1 on 128 digits images (64/64, batches of 16): 4 iterations per epoch."""
+    from dslnas.search.datasets import load_dataset
+    from dslnas.search.loader import SearchData
+    from dslnas.search.loop import search
+    from dslnas.search.rundir import RunDir
+    ir = compile_file(NB201, {"C": 4, "N": 1})
+    spec = get_method(method).for_family("nb201")
+    spec = attrs.evolve(spec, schedule=attrs.evolve(spec.schedule, epochs=3, batch_size=16))
+    data = SearchData.from_dataset(load_dataset("digits", None), batch_size=16, split="half",
+                                   seed=0, subset=128)
+    path = tmp_path / name
+    resume = kwargs.pop("resume", False)
+    run = RunDir(path) if resume else RunDir.create(path, space="nb201", method=method, seed=0)
+    state = ckpt.load(run.checkpoint_path) if resume else None
+    with run:
+        return search(ir, spec, data, run, deterministic=True, progress=False,
+                      resume_state=state, log=lambda line: None, **kwargs), run
+
+
+@pytest.mark.parametrize("method", ["darts", "idarts-ift"])     # the plain and the inner loop
+def test_a_stop_inside_an_epoch_saves_there_and_resumes_exactly(tmp_path, method):
+    a, _ = _small_search(tmp_path, "a", method)
+    asked = []
+
+    def should_stop():              # asked after iterations 1-3 and at the end of each epoch
+        asked.append(1)
+        return "SIGTERM" if len(asked) >= 6 else None      # epoch 2, after its 2nd iteration
+
+    b, run = _small_search(tmp_path, "b", method, should_stop=should_stop)
+    assert b.interrupted == "SIGTERM" and not b.finished and b.epochs == 1
+    saved = ckpt.load(run.checkpoint_path)
+    assert saved["in_epoch"]["iterations"] == 2 and saved["epoch"] == 1
+    assert saved["in_epoch"]["counts"][0] == 2 * 16 * (4 if method == "idarts-ift" else 1)
+
+    c, _ = _small_search(tmp_path, "b", method, resume=True)
+    assert c.finished and c.interrupted is None
+    assert [r["alphas"] for r in c.history] == [r["alphas"] for r in a.history]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "step"):
+        assert [r[key] for r in c.history] == [r[key] for r in a.history], key
+    sa, sc = ckpt.load(tmp_path / "a" / "checkpoint.pt"), ckpt.load(run.checkpoint_path)
+    assert "in_epoch" not in sc
+    for k, v in sa["supernet"].items():
+        assert torch.equal(v, sc["supernet"][k]), k
+
+
+def test_periodic_checkpoints_inside_an_epoch(tmp_path, monkeypatch):
+    saves = []
+    save = ckpt.save
+    monkeypatch.setattr(ckpt, "save", lambda state, path: (saves.append(state.get("in_epoch")),
+                                                           save(state, path)))
+    result, _ = _small_search(tmp_path, "a", "darts", checkpoint_every=1e-9)
+    assert result.finished
+    # per epoch: after iterations 1-3 (not the last: the epoch's end saves then), then the end
+    assert [s and s["iterations"] for s in saves] == [1, 2, 3, None] * 3
+
+
+def test_sigterm_stops_a_search_after_its_step_and_resume_finishes_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    args = [sys.executable, "-m", "dslnas.cli", "search", str(NB201), "--method", "darts",
+            "--epochs", "4", "--deterministic", "--dataset", "digits", "--set", "C=4",
+            "--set", "N=1", "--subset", "512", "--batch-size", "16", "--no-progress"]
+    subprocess.run([*args, "--out", str(tmp_path / "a")], check=True, capture_output=True)
+    proc = subprocess.Popen([*args, "--out", str(tmp_path / "b")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "b" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not metrics.exists():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM: stopping after the current step" in err and "stopped (SIGTERM)" in err
+    assert "search stopped (SIGTERM)" in out and "--resume" in out
+    assert not (tmp_path / "b" / "genotype.json").exists()
+
+    p = subprocess.run([sys.executable, "-m", "dslnas.cli", "search", "--resume",
+                        str(tmp_path / "b"), "--no-progress"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    a = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(l) for l in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in b] == [1, 2, 3, 4]
+    assert [r["alphas"] for r in a] == [r["alphas"] for r in b]
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]

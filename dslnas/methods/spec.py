@@ -13,6 +13,7 @@ Defaults come from ../shared/reference/methods.md; ``space_defaults`` holds the 
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import attrs
@@ -50,6 +51,16 @@ class Part:
         return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.options.items()) + ")"
 
 
+def _option_names(cls) -> list[str] | None:
+    """The keyword options ``cls(...)`` takes, or None if it takes any (``**kwargs``)."""
+    if attrs.has(cls):
+        return [f.alias for f in attrs.fields(cls) if f.init]
+    params = list(inspect.signature(cls).parameters.values())
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
 def instantiate(part: "Part | str", registry: dict, kind: str):
     """Build the class ``registry[part.name]`` with the part's options; clear errors otherwise."""
     name, options = (part, {}) if isinstance(part, str) else (part.name, dict(part.options))
@@ -57,12 +68,11 @@ def instantiate(part: "Part | str", registry: dict, kind: str):
         cls = registry[name]
     except KeyError:
         raise KeyError(f"unknown {kind} {name!r} (known: {', '.join(registry)})") from None
-    if attrs.has(cls):
-        known = [f.name for f in attrs.fields(cls)]
-        unknown = [k for k in options if k not in known]
-        if unknown:
-            raise TypeError(f"{kind} {name!r} has no option {', '.join(map(repr, unknown))} "
-                            f"(its options: {', '.join(known) or 'none'})")
+    known = _option_names(cls)
+    unknown = [k for k in options if known is not None and k not in known]
+    if unknown:
+        raise TypeError(f"{kind} {name!r} has no option {', '.join(map(repr, unknown))} "
+                        f"(its options: {', '.join(known) or 'none'})")
     try:
         return cls(**options)
     except TypeError as e:

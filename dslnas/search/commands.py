@@ -10,8 +10,10 @@ import argparse
 import ast
 import difflib
 import json
+import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,17 @@ def _nonneg_int(name):
     return parse
 
 
+def _minutes(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v >= 0:                                        # also NaN
+        raise argparse.ArgumentTypeError(f"--checkpoint-minutes must be a number >= 0, "
+                                         f"got {text!r}")
+    return v
+
+
 def add_speed_flags(p: argparse.ArgumentParser) -> None:
     """The speed levers that `search` and `bench` share; None (not given) means wherever they
     fit (docs/performance.md)."""
@@ -124,9 +137,14 @@ def add_commands(subparsers) -> None:
                    help="run directory (default runs/<space>-<method>-s<seed>-<time>/)")
     s.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint (its config.json "
-                        "gives everything else; only --data, --device, --stop-after may be given)")
+                        "gives everything else; only --data, --device, --stop-after, "
+                        "--checkpoint-minutes and the speed flags may be given)")
     s.add_argument("--stop-after", type=_nonneg_int("--stop-after"), metavar="EPOCHS",
                    help="stop once this many epochs are done, as if interrupted (--resume later)")
+    s.add_argument("--checkpoint-minutes", type=_minutes, default=10.0, metavar="M",
+                   help="also checkpoint inside an epoch every M minutes (default 10; 0: only at "
+                        "the end of each epoch). Ctrl-C or SIGTERM checkpoints after the "
+                        "current step and stops; --resume goes on from that step")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
     s.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels: a resumed run ends bit-identical to an "
@@ -467,7 +485,8 @@ def cmd_search(args) -> int:
         raise _user_error(str(e)) from None
 
 
-_RESUME_OK = ("resume", "data", "device", "stop_after", "no_progress", "func", "command",
+_RESUME_OK = ("resume", "data", "device", "stop_after", "checkpoint_minutes", "no_progress",
+              "func", "command",
               "cuda_graphs", "compile_cells", "channels_last",
               "deterministic", "no_download")
 
@@ -592,19 +611,44 @@ def _search(args) -> int:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
     print(f"run directory: {run.path}", file=sys.stderr)
-    try:
-        with run:
-            result = search(ir, method, data, run, device=device, seed=seed,
-                            deterministic=deterministic, resume_state=resume_state,
-                            benchmark=benchmark, progress=not args.no_progress,
-                            stop_after=args.stop_after, channels_last=channels_last,
-                            cuda_graphs=args.cuda_graphs, fused=args.fused,
-                            compile_cells=args.compile_cells)
-    except KeyboardInterrupt:
-        print(f"interrupted; continue with: dslnas search --resume {run.path}", file=sys.stderr)
-        raise
+    with run, _stop_signals(run.path) as should_stop:
+        result = search(ir, method, data, run, device=device, seed=seed,
+                        deterministic=deterministic, resume_state=resume_state,
+                        benchmark=benchmark, progress=not args.no_progress,
+                        stop_after=args.stop_after, channels_last=channels_last,
+                        cuda_graphs=args.cuda_graphs, fused=args.fused,
+                        compile_cells=args.compile_cells,
+                        checkpoint_every=60.0 * args.checkpoint_minutes or None,
+                        should_stop=should_stop)
     _summary(result, method, ir, run)
+    if result.interrupted is not None:        # as the signal's default would: 130 / 143
+        return 128 + int(getattr(signal, result.interrupted, signal.SIGINT))
     return 0
+
+
+@contextmanager
+def _stop_signals(run_dir):
+    """Ctrl-C (SIGINT) and SIGTERM ask the search to stop after its current step, with a
+    checkpoint; a second one stops at once (the last checkpoint stays). Yields ``should_stop``."""
+    asked: list[str] = []
+
+    def handler(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signal.Signals(signum).name)
+        print(f"\n{asked[0]}: stopping after the current step (again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: asked[0] if asked else None
+    except KeyboardInterrupt:
+        print(f"the last checkpoint stays; continue with: dslnas search --resume {run_dir}",
+              file=sys.stderr)
+        raise
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _load_benchmark(path, ir):
@@ -629,7 +673,9 @@ def _summary(result, method, ir, run) -> None:
         except GenotypeError:
             from ..genotype import to_json
             text = to_json(g)
-    status = "finished" if result.finished else f"stopped after epoch {result.epochs}"
+    status = ("finished" if result.finished else f"stopped after epoch {result.epochs}"
+              if result.interrupted is None else
+              f"stopped ({result.interrupted}) with {result.epochs} epochs done")
     lines = [f"search {status}: space {ir.name}, method {method.name}, "
              f"{result.epochs}/{method.schedule.epochs} epochs, {result.seconds:.1f} s",
              f"genotype:  {text}"]

@@ -20,7 +20,9 @@ The weight lr follows a cosine from ``w_lr`` to ``w_lr_min`` over the epochs (st
 of each epoch). Nothing in the step reads a value back to the host: loss and accuracy sums stay
 in device tensors that are read once per epoch. After each epoch: derive the genotype, look it up
 in the benchmark table if one is given, log a metrics line and write a checkpoint that
-``resume_state`` restores completely.
+``resume_state`` restores completely. Checkpoints can also be taken inside an epoch, after any
+iteration (``checkpoint_every``, ``should_stop``): they add the epoch's metric sums, and the data
+streams' saved positions make the resumed epoch go on with the next batch.
 """
 from __future__ import annotations
 
@@ -50,6 +52,10 @@ from .rundir import RunDir
 
 __all__ = ["search", "SearchResult", "SearchError", "MethodError", "Parts", "make_parts",
            "make_hypergradient", "check_method", "seed_everything", "Searcher"]
+
+
+class _Stopped(Exception):
+    """Raised after an iteration when ``should_stop`` asked for a stop (the checkpoint is saved)."""
 
 
 class SearchError(RuntimeError):
@@ -269,6 +275,7 @@ class SearchResult:
     epochs: int                              # epochs completed
     finished: bool                           # False when stopped early (stop_after)
     run_dir: Path
+    interrupted: str | None = None           # why should_stop stopped it (e.g. "SIGTERM")
 
 
 # ============================================================================================
@@ -314,7 +321,8 @@ class Searcher:
             if p.device != self.device:
                 p.data = p.data.to(self.device)
         self.epoch = 0            # epochs completed
-        self.global_step = 0      # iterations completed
+        self.in_epoch: dict | None = None   # a resumed save's place inside the next epoch
+        self.global_step = 0      # weight steps completed (iterations unless inner_steps > 1)
         self.elapsed = 0.0        # seconds of search, over all sessions
         self._build_optimisers()
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -589,8 +597,17 @@ class Searcher:
         return g
 
     # ---- checkpoint -----------------------------------------------------------------------
-    def state_dict(self, data: SearchData | None = None) -> dict:
-        return {
+    def state_dict(self, data: SearchData | None = None, in_epoch: dict | None = None) -> dict:
+        """Everything a resume needs. ``in_epoch`` (``{"iterations", "seconds"}``): the save is
+        taken inside an epoch, after that many of its iterations; the epoch's metric sums are
+        saved too, and the data streams' positions say where the epoch goes on."""
+        extra = {}
+        if in_epoch is not None:
+            extra["in_epoch"] = {"iterations": int(in_epoch["iterations"]),
+                                 "seconds": float(in_epoch["seconds"]),
+                                 "sums": self._sums.detach().cpu(),
+                                 "counts": list(self._counts)}
+        return extra | {
             "format": "dslnas-search",
             "space": self.ir.name,
             "method": self.method.name,
@@ -636,6 +653,11 @@ class Searcher:
         self.epoch = int(state["epoch"])
         self.global_step = int(state.get("global_step", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
+        self.in_epoch = state.get("in_epoch")
+        if self.in_epoch is not None:           # a save taken inside epoch self.epoch + 1
+            with torch.no_grad():
+                self._sums.copy_(self.in_epoch["sums"])
+            self._counts = [int(c) for c in self.in_epoch["counts"]]
         ckpt.set_rng_state(state["rng"])
 
 
@@ -696,7 +718,8 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
            stop_after: int | None = None, channels_last: bool = False,
            log: Callable[[str], None] | None = None,
            cuda_graphs: bool | None = None, fused: bool | None = None,
-           compile_cells: bool | None = None) -> SearchResult:
+           compile_cells: bool | None = None, checkpoint_every: float | None = None,
+           should_stop: Callable[[], str | None] | None = None) -> SearchResult:
     """Search ``ir`` with ``method`` on ``data``, writing into ``run``; see the module doc.
 
     ``resume_state``: a checkpoint dict (``checkpoint.load``) to continue from. ``benchmark``: a
@@ -713,6 +736,10 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
     cell shape for the weight step and one for the architecture step, other forwards eager);
     default on for a CUDA search of a method that allows it (:func:`compile_safety`) without
     ``deterministic``.
+    ``checkpoint_every``: seconds between checkpoints taken inside an epoch (None: only at the
+    ends of epochs); a resume goes on from the iteration after the save, exactly.
+    ``should_stop``: asked after every iteration; a reason (e.g. ``"SIGTERM"``) makes the search
+    save a checkpoint there and return unfinished, with ``interrupted`` set to it.
     """
     device = torch.device(device)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -734,17 +761,40 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
             history = run.truncate_metrics(s.epoch)
         epochs = method.schedule.epochs
         last = epochs if stop_after is None else min(epochs, max(stop_after, s.epoch))
+        # inside a resumed epoch: how far it went and how long it took before the save
+        clock = {"done": 0, "seconds": 0.0, "saved": time.monotonic()}
+        if s.in_epoch is not None:
+            clock["done"], clock["seconds"] = s.in_epoch["iterations"], s.in_epoch["seconds"]
         bar = None
         if progress and sys.stderr.isatty() and s.epoch < last:
             from tqdm.auto import tqdm
-            bar = tqdm(total=(last - s.epoch) * s.iterations(data), unit="step",
+            bar = tqdm(total=(last - s.epoch) * s.iterations(data) - clock["done"], unit="step",
                        dynamic_ncols=True, file=sys.stderr, leave=False)
             write = bar.write
         else:
             write = log
-        on_step = (lambda: bar.update(1)) if bar is not None else None
+
+        def on_step() -> None:
+            """After each iteration: the bar, a checkpoint when due, a stop when asked."""
+            if bar is not None:
+                bar.update(1)
+            clock["done"] += 1
+            if clock["done"] >= s.iterations(data):
+                return          # the epoch's end saves (and stops) with the streams rolled over
+            why = should_stop() if should_stop is not None else None
+            now = time.monotonic()
+            if why is None and not (checkpoint_every and now - clock["saved"] >= checkpoint_every):
+                return
+            seconds = clock["seconds"] + time.perf_counter() - t0
+            ckpt.save(s.state_dict(data, in_epoch={"iterations": clock["done"],
+                                                   "seconds": seconds}), run.checkpoint_path)
+            clock["saved"] = now
+            if why is not None:
+                raise _Stopped(why)
+
         attach_graphs(s, cuda_graphs, deterministic=deterministic, log=write)
         genotype = None
+        interrupted = None
         try:
             while s.epoch < last:
                 t0 = time.perf_counter()
@@ -753,7 +803,13 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                 lr = s.lr
                 if bar is not None:
                     bar.set_description(f"epoch {s.epoch + 1}/{epochs}")
-                s.train_epoch(data, on_step)
+                try:
+                    s.train_epoch(data, on_step)
+                except _Stopped as stop:
+                    interrupted = str(stop)
+                    write(f"stopped ({interrupted}) in epoch {s.epoch + 1} after iteration "
+                          f"{clock['done']} of {s.iterations(data)}; checkpoint saved")
+                    break
                 s.scheduler.step()
                 s.epoch += 1
                 m = s.epoch_metrics()
@@ -763,7 +819,7 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                 genotype = s.genotype(data)
                 geno_json, nb201 = _genotype_record(genotype)
                 bench, bench_err = _lookup(benchmark, genotype)
-                seconds = time.perf_counter() - t0
+                seconds = clock["seconds"] + time.perf_counter() - t0
                 s.elapsed += seconds
                 rec = {"epoch": s.epoch, "epochs": epochs, **m, "lr": lr,
                        "arch_frozen": frozen, "step": s.global_step,
@@ -788,9 +844,14 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                     scalars[f"benchmark/{k}"] = v
                 run.scalars(s.epoch, scalars)
                 ckpt.save(s.state_dict(data), run.checkpoint_path)
+                clock.update(done=0, seconds=0.0, saved=time.monotonic())
                 if bar is not None:
                     bar.set_postfix(loss=_fmt(m["train_loss"]), val=_fmt(m["val_acc"], ".1f"))
                 write(epoch_line(rec))
+                interrupted = should_stop() if should_stop is not None else None
+                if interrupted is not None and s.epoch < last:
+                    write(f"stopped ({interrupted}) after epoch {s.epoch}; checkpoint saved")
+                    break
         finally:
             if bar is not None:
                 bar.close()
@@ -802,4 +863,5 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
             run.write_genotype(genotype, ir)
         return SearchResult(genotype=genotype, alphas=s.alphas(), strengths=s.strengths(),
                             history=history, benchmark=bench, seconds=s.elapsed,
-                            epochs=s.epoch, finished=finished, run_dir=run.path)
+                            epochs=s.epoch, finished=finished, run_dir=run.path,
+                            interrupted=None if finished else interrupted)

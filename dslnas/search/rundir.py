@@ -6,7 +6,8 @@
       config.json      space IR, method spec (resolved schedule), overrides, versions, seed, data
       metrics.jsonl    one JSON object per epoch
       tb/              TensorBoard events (skipped when tensorboard is not importable)
-      checkpoint.pt    the latest epoch, written atomically (see dslnas.search.checkpoint)
+      checkpoint.pt    the latest epoch, or a step inside the next one (every --checkpoint-minutes,
+                       and on Ctrl-C or SIGTERM), written atomically (dslnas.search.checkpoint)
       genotype.json    the final genotype, JSON
       genotype.txt     the final genotype in every format that applies (JSON, NB201, DARTS)
       genotype.svg     the final cell(s), drawn by graphviz (genotype.dot when `dot` is missing)
