@@ -282,6 +282,40 @@ def test_random_features_trains_only_bn_affine():
     assert all(m.running_mean is None for m in net2.modules() if isinstance(m, nn.BatchNorm2d))
 
 
+def test_random_features_pool_bn_affine_option():
+    from dslnas.search.loop import Parts, fused_fits
+    from dslnas.supernet.mixed import PoolBN
+    ir = compile_file("spaces/darts.nas", {"C": 4, "L": 3})
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    nets = {}
+    for flag in (False, True):
+        rf = RandomFeatures(pool_bn_affine=flag)
+        torch.manual_seed(0)
+        net = build(ir, **rf.build_kwargs())
+        rf.prepare(net)
+        nets[flag] = net
+        pool_bns = [m for m in net.modules() if isinstance(m, PoolBN)]
+        assert len(pool_bns) == 3 * 14 * 2               # cells x edges x (max, avg)
+        assert all(m.affine == flag for m in pool_bns)
+        train = {id(p) for p in trainable_parameters([rf], net)}
+        if flag:
+            assert all(id(m.weight) in train and id(m.bias) in train for m in pool_bns)
+        assert fused_fits(Parts(None, None, [rf], make_discretizer("rule"))) == (not flag)
+    # γ = 1, β = 0: the same function until the weights train; 2·C more trainable numbers each
+    w = {k: v for k, v in nets[True].state_dict().items() if k in nets[False].state_dict()}
+    nets[False].load_state_dict(w)
+    torch.testing.assert_close(nets[True](x), nets[False](x))
+    n = {f: sum(p.numel() for p in trainable_parameters([RandomFeatures()], net))
+         for f, net in nets.items()}
+    pools = [m for m in nets[True].modules() if isinstance(m, PoolBN)]
+    assert n[True] - n[False] == sum(2 * m.num_features for m in pools) == 1568   # C 4, 8, 16
+    pool = pools[0]
+    opt = torch.optim.SGD(trainable_parameters([RandomFeatures()], nets[True]), lr=0.1)
+    nn.functional.cross_entropy(nets[True](x), y).backward()
+    opt.step()
+    assert not torch.equal(pool.weight.detach(), torch.ones(4))
+
+
 def test_node_norm_normalises_every_intermediate_node():
     ir = compile_file("spaces/darts.nas", {"C": 4, "L": 3})
     net = build(ir, **NodeNorm().build_kwargs()).train()

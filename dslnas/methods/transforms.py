@@ -26,6 +26,9 @@ Transforms:
     initialisation (``"kaiming_normal"`` re-draws conv/linear weights from Kaiming normal,
     fan-out, ReLU gain); ``track_stats=None`` keeps the space's BN running statistics (true for
     the shipped spaces), ``False`` turns them off (batch statistics in eval too).
+    ``pool_bn_affine=False``: the BN after each pooling op of the DARTS supernet stays
+    parameter-free as DARTS builds it (pools then have nothing to train); ``True`` gives it γ and
+    β too (the fused cell, which shares one pool BN among a node's edges, is then not used).
 ``progressive(K=[...], keep=[...], epochs=[...], warmup=10, rescale=False, seed=None)``  DrNAS:
     stage s uses partial channels ``K[s]`` (no β) and keeps ``keep[s]`` ops per edge for
     ``epochs[s]`` epochs; the architecture is frozen for the first ``warmup`` epochs of each stage
@@ -128,7 +131,7 @@ class RandomFeatures(Transform):
     name = "random_features"
 
     def __init__(self, trainable: Sequence[str] = ("bn_affine",), init: str = "default",
-                 track_stats: bool | None = None):
+                 track_stats: bool | None = None, pool_bn_affine: bool = False):
         trainable = [trainable] if isinstance(trainable, str) else list(trainable)
         bad = [t for t in trainable if t not in PARAM_KINDS]
         if bad:
@@ -138,11 +141,21 @@ class RandomFeatures(Transform):
         self.kinds = tuple(trainable)
         self.init = init
         self.track_stats = track_stats
+        self.pool_bn_affine = bool(pool_bn_affine)
 
     def build_kwargs(self):
         return {"affine": True}   # "train only BN" needs BN affine parameters to train
 
     def prepare(self, supernet) -> None:
+        if self.pool_bn_affine:
+            from ..supernet.mixed import PoolBN
+            for m in supernet.modules():
+                if isinstance(m, PoolBN) and not m.affine:    # γ = 1, β = 0: same function
+                    ref = m.running_mean
+                    kw = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
+                    m.affine = True
+                    m.weight = nn.Parameter(torch.ones(m.num_features, **kw))
+                    m.bias = nn.Parameter(torch.zeros(m.num_features, **kw))
         if self.init == "kaiming_normal":
             for m in supernet.modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight is not None:
@@ -158,7 +171,7 @@ class RandomFeatures(Transform):
 
     def __repr__(self) -> str:
         return (f"RandomFeatures(trainable={list(self.kinds)}, init={self.init!r}, "
-                f"track_stats={self.track_stats})")
+                f"track_stats={self.track_stats}, pool_bn_affine={self.pool_bn_affine})")
 
 
 # ---- progressive (DrNAS) ------------------------------------------------------------------

@@ -187,8 +187,12 @@ def fused_fits(parts: Parts) -> bool:
     # Kaiming by fan-out would see the stacked convs' n-times larger fan-out
     fan_out_init = any(isinstance(t, RandomFeatures) and t.init == "kaiming_normal"
                        for t in parts.transforms)
+    # the fused cell runs a node's pools (and their BN) once for all its edges: per-edge γ, β
+    # would need them apart
+    pool_affine = any(isinstance(t, RandomFeatures) and t.pool_bn_affine
+                      for t in parts.transforms)
     return "edge_cls" not in merge_build_kwargs(parts.transforms) and \
-        isinstance(parts.discretizer, Rule) and not fan_out_init
+        isinstance(parts.discretizer, Rule) and not fan_out_init and not pool_affine
 
 
 def compile_safety(parts: Parts) -> str | None:

@@ -7,6 +7,11 @@ from torch import nn
 from ..ops import create_op, op_kind
 
 
+class PoolBN(nn.BatchNorm2d):
+    """The BN the DARTS search supernet puts after a pooling op: ``affine=False`` whatever the
+    space's BN policy (as DARTS' code); its own class so that a transform can find it."""
+
+
 class MixedEdge(nn.Module):
     def __init__(self, candidates: tuple[str, ...], C: int, stride: int, affine: bool,
                  track: bool, pool_bn: bool):
@@ -17,7 +22,7 @@ class MixedEdge(nn.Module):
             op = create_op(name, C, C, stride, affine=affine, track=track)
             if pool_bn and op_kind(name) == "pool":
                 # The DARTS search supernet normalises pooling outputs (never the child network).
-                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False, track_running_stats=track))
+                op = nn.Sequential(op, PoolBN(C, affine=False, track_running_stats=track))
             ops.append(op)
         self.ops = nn.ModuleList(ops)
         # `none` contributes w * 0 = 0 to the sum and 0 to every gradient: skipping it is exact
