@@ -374,8 +374,9 @@ def test_idarts_ift_epoch_is_the_inner_loop_one_alpha_step_per_val_batch():
     s, d = Searcher(ir, spec, seed=0), data()
     steps = []
     weight_step, arch_step = s.weight_step, s.arch_step
-    s.weight_step = lambda x, y: (steps.append(("w", x, None)), weight_step(x, y))
-    s.arch_step = lambda tb, vb: (steps.append(("a", tb[0], vb[0])), arch_step(tb, vb))
+    s.weight_step = lambda x, y, **kw: (steps.append(("w", x, None)), weight_step(x, y, **kw))
+    s.arch_step = lambda tb, vb, **kw: (steps.append(("a", tb[0], vb[0])),
+                                        arch_step(tb, vb, **kw))
     assert s.iterations(d) == len(d.val) == 4
     s.begin_epoch()
     s.train_epoch(d)

@@ -212,8 +212,9 @@ def _subtract(d: Sequence[Tensor], h: Sequence[Tensor]) -> list[Tensor]:
 
 
 def single_backward(strategy) -> bool:
-    """Whether ``strategy`` needs only first-order backward passes and no host reads: what
-    compiled cells (one backward) and CUDA graphs (no sync) both require."""
+    """Whether ``strategy`` needs only first-order backward passes, which compiled autograd
+    graphs support (the search runs the others' architecture step in the cells' eager code).
+    No strategy reads a value back to the host: a tensor lr stays a tensor throughout."""
     return type(strategy) is FirstOrder or (type(strategy) is Unrolled and not strategy.exact)
 
 

@@ -367,7 +367,7 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
         # compiled cells as search() has them: compiled now, compiled code built by the first
         # warm-up iteration (its time is reported apart: a search pays it once)
         if compile_cells is None:
-            compile_cells = compile_by_default(device, False, s.parts)
+            compile_cells = compile_by_default(device, False)
         compile_s = None
         if compile_cells:
             s.compile_cells()

@@ -104,8 +104,8 @@ def add_speed_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    dest="compile_cells",
                    help="torch.compile each cell (same function within float tolerance; "
-                        "default: on for CUDA and methods without double backward: not "
-                        "idarts-ift, amended-darts, unrolled with exact=true)")
+                        "default: on for CUDA; the architecture step of idarts-ift, "
+                        "amended-darts and unrolled with exact=true runs eager cells)")
 
 
 def add_commands(subparsers) -> None:

@@ -16,7 +16,8 @@ Pieces:
   groups while an iteration runs or is captured. Fused SGD reads a tensor lr on the device (the
   foreach kernel would call ``.item()``).
 * :class:`GraphedStep` -- static input buffers that every iteration ``copy_``s its batch into;
-  per kind of iteration (architecture frozen / architecture step / weights only) a few warm-up
+  per kind of iteration (architecture frozen / architecture step / weights only / architecture
+  step only, the last two for the inner loop of ``inner_steps`` > 1) a few warm-up
   iterations on a side stream, then a capture, then replays; all graphs share one memory pool.
   Warm-up iterations are real iterations on the real batches, so nothing is undone. A batch of
   another shape (the last, partial batch of an epoch) runs the same iteration eagerly. The
@@ -26,9 +27,9 @@ Pieces:
 
 Graph-safe (:func:`graph_safety` names the first obstacle otherwise):
 
-* hypergradients ``first_order`` and ``unrolled`` with finite differences (DARTS second order:
-  its radius ``eps/||v||`` and the virtual step's lr stay device tensors); the Neumann and
-  amended strategies read the weight lr back to the host by ``float()``;
+* every hypergradient: lr (ξ, γ, η) and finite-difference radii stay device tensors, nothing
+  is read back to the host; the double-backward ones (Neumann, amended, unrolled ``exact``)
+  capture their second backward like any other kernels;
 * relaxations ``softmax``, ``softmax_beta`` and ``dirichlet``. Dirichlet samples come from the
   default CUDA generator, which graph capture registers: each replay advances its philox offset
   exactly as the eager kernels would;
@@ -50,7 +51,6 @@ from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
 import torch
 
-from ..methods import hypergrad as hg
 
 if TYPE_CHECKING:
     from .loop import Searcher
@@ -117,13 +117,6 @@ def graph_safety(s: "Searcher", *, device: bool = True) -> str | None:
             return f"CUDA graphs need a CUDA device; this search runs on {s.device.type}"
         if not torch.cuda.is_available():
             return "CUDA is not available"
-    if not hg.single_backward(s.hypergradient):
-        return (f"hypergradient {s.method.hypergradient}: only first_order and unrolled "
-                f"(finite differences) are graph-safe (the implicit strategies read the lr "
-                f"back to the host)")
-    if s.schedule.inner_steps > 1:
-        return (f"inner_steps={s.schedule.inner_steps}: the inner-loop epoch (T weight steps "
-                f"per architecture step) runs eagerly")
     if type(s.relaxation) not in (Softmax, SoftmaxBeta, Dirichlet):
         return f"relaxation {s.method.relaxation} is not known to be graph-safe"
     for t in s.transforms:
@@ -186,8 +179,8 @@ class GraphedStep:
         self.static: Batch | None = None
         self._full: tuple[int, int] | None = None
         self._lr: TensorLr | None = None
-        self._graphs: dict[tuple[bool, bool], tuple[torch.cuda.CUDAGraph, list]] = {}
-        self._warm: dict[tuple[bool, bool], int] = {}
+        self._graphs: dict[tuple[bool, bool, bool], tuple[torch.cuda.CUDAGraph, list]] = {}
+        self._warm: dict[tuple[bool, bool, bool], int] = {}
         self._announced = False
         if capture:
             self.stream = torch.cuda.Stream(device=self.device)
@@ -209,19 +202,21 @@ class GraphedStep:
             self._full = (int(train.batch_size), int(val.batch_size))
 
     # ---- per iteration --------------------------------------------------------------------
-    def step(self, batch: Batch, *, do_arch: bool, frozen: bool) -> None:
-        """One iteration on ``batch``: a replay once this kind is captured."""
+    def step(self, batch: Batch, *, do_arch: bool, frozen: bool, weights: bool = True) -> None:
+        """One iteration on ``batch`` (``Searcher.iteration``): a replay once this kind is
+        captured."""
         s = self.searcher
         if self._lr is None:
             self.begin_epoch()
-        kind = (bool(do_arch), bool(frozen))
+        kind = (bool(do_arch), bool(frozen), bool(weights))
         if self._fits(batch):
             for dst, src in zip(self.static, batch):
                 dst.copy_(src, non_blocking=True)
             self._static_step(kind)
         else:
             self._run(kind, batch)                   # another shape: the same iteration, eager
-        s._counts[0] += int(batch.y_train.shape[0])
+        if weights:
+            s._counts[0] += int(batch.y_train.shape[0])
         if do_arch or frozen:
             s._counts[1] += int(batch.y_val.shape[0])
 
@@ -234,7 +229,7 @@ class GraphedStep:
         return all(t.shape == st.shape and t.dtype == st.dtype and t.device == st.device
                    for t, st in zip(b, self.static))
 
-    def _run(self, kind: tuple[bool, bool], batch: Batch, capturing: bool = False) -> None:
+    def _run(self, kind: tuple[bool, bool, bool], batch: Batch, capturing: bool = False) -> None:
         """The iteration with the tensor lr; host counts untouched (``step`` sets them)."""
         s = self.searcher
         counts = list(s._counts)
@@ -245,13 +240,14 @@ class GraphedStep:
                 for g in a_groups:
                     g["capturable"] = True
             with self._lr.swapped():
-                s.iteration(*batch, do_arch=kind[0], frozen=kind[1], keep_grads=True)
+                s.iteration(*batch, do_arch=kind[0], frozen=kind[1], weights=kind[2],
+                            keep_grads=True)
         finally:
             for g, c in zip(a_groups, capturable):
                 g["capturable"] = c
             s._counts[:] = counts
 
-    def _static_step(self, kind: tuple[bool, bool]) -> None:
+    def _static_step(self, kind: tuple[bool, bool, bool]) -> None:
         entry = self._graphs.get(kind)
         if entry is not None:
             entry[0].replay()
@@ -280,7 +276,7 @@ class GraphedStep:
             self.log("cuda graphs: on (one replay per search iteration)")
         graph.replay()                               # capturing did not run the iteration
 
-    def _capture(self, kind: tuple[bool, bool]) -> torch.cuda.CUDAGraph:
+    def _capture(self, kind: tuple[bool, bool, bool]) -> torch.cuda.CUDAGraph:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
             self._run(kind, self.static, capturing=True)

@@ -195,22 +195,9 @@ def fused_fits(parts: Parts) -> bool:
         isinstance(parts.discretizer, Rule) and not fan_out_init and not pool_affine
 
 
-def compile_safety(parts: Parts) -> str | None:
-    """None if the cells may be ``torch.compile``d for this method, else why not: compiled
-    autograd graphs support one backward, and the Neumann/amended hypergradients and the
-    unrolled one with ``exact=True`` differentiate the weight gradient again (double
-    backward)."""
-    h = parts.hypergradient
-    if hg.single_backward(h):
-        return None
-    return (f"hypergradient {type(h).__name__}{'(exact)' if type(h) is hg.Unrolled else ''} "
-            f"needs double backward, which compiled cells do not support")
-
-
-def compile_by_default(device: torch.device, deterministic: bool, parts: Parts) -> bool:
-    """Compiled cells unless asked otherwise: on a GPU, for methods that allow them, and not
-    for deterministic runs."""
-    return device.type == "cuda" and not deterministic and compile_safety(parts) is None
+def compile_by_default(device: torch.device, deterministic: bool) -> bool:
+    """Compiled cells unless asked otherwise: on a GPU, and not for deterministic runs."""
+    return device.type == "cuda" and not deterministic
 
 
 def _build_supernet(ir: SpaceIR, parts: Parts, stages: list | None = None,
@@ -317,7 +304,7 @@ class Searcher:
         if channels_last:
             self.supernet.to(memory_format=torch.channels_last)
         if compile_cells is None:
-            compile_cells = compile_by_default(self.device, deterministic, self.parts)
+            compile_cells = compile_by_default(self.device, deterministic)
         if compile_cells:
             self.compile_cells()
         self.extra = _as_dict(self.relaxation.extra_parameters(self.supernet))
@@ -362,11 +349,9 @@ class Searcher:
         self.a_opt = _optimizer(torch.optim.Adam, self.arch, self.device, a_kw)
 
     def compile_cells(self) -> None:
-        """``torch.compile`` the supernet's cells for this search's batch size (MethodError
-        where the method differentiates twice)."""
-        reason = compile_safety(self.parts)
-        if reason:
-            raise MethodError(f"--compile: {reason}")
+        """``torch.compile`` the supernet's cells for this search's batch size. A hypergradient
+        that differentiates twice (Neumann, amended, unrolled with ``exact``) runs its
+        architecture step in the cells' eager code (``arch_step``), the weight steps compiled."""
         self.supernet.compile_cells(self.schedule.batch_size)
 
     @property
@@ -428,7 +413,11 @@ class Searcher:
         ``keep_grads``: copy the hypergradient into persistent ``.grad`` tensors (for graphs)."""
         self._record_val = True
         try:
-            grads = self.hypergradient(self.problem, train_batch, val_batch)
+            if hg.single_backward(self.hypergradient):
+                grads = self.hypergradient(self.problem, train_batch, val_batch)
+            else:                               # compiled graphs support one backward only
+                with self.supernet.eager_cells():
+                    grads = self.hypergradient(self.problem, train_batch, val_batch)
         finally:
             self._record_val = False
         for p, g in zip(self.arch, grads):
@@ -448,16 +437,17 @@ class Searcher:
         logits = self._logits(x)
         self._accumulate(2, F.cross_entropy(logits, y), logits, y)
 
-    def iteration(self, xt, yt, xv, yv, *, do_arch: bool, frozen: bool,
+    def iteration(self, xt, yt, xv, yv, *, do_arch: bool, frozen: bool, weights: bool = True,
                   keep_grads: bool = False) -> None:
         """One search iteration on a train and a val batch: the architecture step (if
         ``do_arch``, before or after the weight step as ``schedule.order`` says), the weight
-        step, and while α is ``frozen`` the val metrics. The eager loop and the CUDA graphs
-        (``GraphedStep``, with ``keep_grads``) both run this."""
+        step (unless not ``weights``), and while α is ``frozen`` the val metrics. The eager loop
+        and the CUDA graphs (``GraphedStep``, with ``keep_grads``) both run this."""
         arch_first = self.schedule.order == "arch_first"
         if do_arch and arch_first:
             self.arch_step((xt, yt), (xv, yv), keep_grads=keep_grads)
-        self.weight_step(xt, yt, keep_grads=keep_grads)
+        if weights:
+            self.weight_step(xt, yt, keep_grads=keep_grads)
         if do_arch and not arch_first:
             self.arch_step((xt, yt), (xv, yv), keep_grads=keep_grads)
         if frozen:
@@ -480,37 +470,43 @@ class Searcher:
         ``inner_steps`` T > 1 the inner-loop epoch of iDARTS (Zhang et al.) instead."""
         self.supernet.train()
         frozen = self.arch_frozen(self.epoch)
-        if self.schedule.inner_steps > 1:
-            self._inner_loop_epoch(data, int(self.schedule.inner_steps), frozen, on_step)
-            return
         graphed = self.graphed
         if graphed is not None:
             graphed.begin_epoch(data)
-        for xt, yt, xv, yv in data:
+
+        def step(xt, yt, xv, yv, **kind) -> None:
             if graphed is not None:
-                graphed.step(Batch(xt, yt, xv, yv), do_arch=not frozen, frozen=frozen)
+                graphed.step(Batch(xt, yt, xv, yv), **kind)
             else:
-                self.iteration(xt, yt, xv, yv, do_arch=not frozen, frozen=frozen)
-            self.global_step += 1
-            if on_step is not None:
-                on_step()
+                self.iteration(xt, yt, xv, yv, **kind)
+
+        if self.schedule.inner_steps > 1:
+            self._inner_loop_epoch(data, int(self.schedule.inner_steps), frozen, step, on_step)
+        else:
+            for xt, yt, xv, yv in data:
+                step(xt, yt, xv, yv, do_arch=not frozen, frozen=frozen)
+                self.global_step += 1
+                if on_step is not None:
+                    on_step()
         if graphed is not None and graphed.failed is not None:
             self.graphed = None                         # the next epochs run eagerly
 
-    def _inner_loop_epoch(self, data: SearchData, T: int, frozen: bool,
+    def _inner_loop_epoch(self, data: SearchData, T: int, frozen: bool, step: Callable,
                           on_step: Callable[[], None] | None) -> None:
         """iDARTS (Zhang et al., reference §7a): one pass over the val stream, one α step per
         val batch; before it, T weight steps on the next T train batches (the train stream
         cycles, reshuffled each time round), and the α step's H and M on one more, fresh train
-        batch that no weight step has used. ``schedule.order`` plays no part here."""
+        batch that no weight step has used. ``schedule.order`` plays no part here. ``step``
+        runs one ``iteration`` (through the CUDA graphs when they are on)."""
         for xv, yv in data.val:
             for _ in range(T):
-                self.weight_step(*data.train.next())
+                xt, yt = data.train.next()
+                step(xt, yt, xv, yv, do_arch=False, frozen=False)
                 self.global_step += 1
-            if frozen:
-                self._monitor_val(xv, yv)
+            if frozen:                                  # the val metrics only
+                step(xt, yt, xv, yv, do_arch=False, frozen=True, weights=False)
             else:
-                self.arch_step(data.train.next(), (xv, yv))
+                step(*data.train.next(), xv, yv, do_arch=True, frozen=False, weights=False)
             if on_step is not None:
                 on_step()
 
@@ -738,8 +734,8 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
     ``compile_cells``: ``torch.compile`` each cell (``Supernet.compile_cells``; same function
     within float tolerance; compiled lazily by the first training iterations, one graph per
     cell shape for the weight step and one for the architecture step, other forwards eager);
-    default on for a CUDA search of a method that allows it (:func:`compile_safety`) without
-    ``deterministic``.
+    default on for a CUDA search without ``deterministic``; the architecture step of a
+    hypergradient that differentiates twice runs the cells' eager code.
     ``checkpoint_every``: seconds between checkpoints taken inside an epoch (None: only at the
     ends of epochs); a resume goes on from the iteration after the save, exactly.
     ``should_stop``: asked after every iteration; a reason (e.g. ``"SIGTERM"``) makes the search

@@ -1,6 +1,9 @@
 """``build(ir)``: the search supernet, and ``build_child(ir, genotype)``: a discrete network."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -34,6 +37,7 @@ class Supernet(nn.Module):
 
         self.net = MacroNetwork(ir, make_cell)
         self.compiled_batch: int | None = None     # compile_cells() sets it
+        self._eager_cells = False                  # eager_cells() sets it
         self.cell_groups = [ir.cell(name).group if kind == "cell" else None
                             for kind, name in zip(self.net.kinds, self.net.cell_names)]
         # One tensor per sharing group, 1e-3 * N(0, 1) as in DARTS and NB201.
@@ -69,7 +73,8 @@ class Supernet(nn.Module):
         Compiling is slow (minutes for NB201 on the GPU machine, see docs/performance.md), so
         only what the search repeats is compiled: one graph per cell shape for the weight step
         (α held constant) and one for the architecture step. Other batch sizes (an epoch's last,
-        partial batch), eval mode and no-grad forwards run the same cells eagerly."""
+        partial batch), eval mode, no-grad forwards and forwards inside ``eager_cells()`` run
+        the same cells eagerly."""
         import torch._dynamo
         cells = [b for kind, b in zip(self.net.kinds, self.net.blocks) if kind == "cell"]
         # raised for the process (dynamo's limit is global): two graphs per cell shape, and
@@ -81,9 +86,20 @@ class Supernet(nn.Module):
             cell.compile(dynamic=False)
         self.compiled_batch = batch_size
 
+    @contextmanager
+    def eager_cells(self) -> Iterator[None]:
+        """Run the cells' eager code inside the block, compiled or not: compiled autograd
+        graphs support one backward, and some hypergradients differentiate twice."""
+        saved, self._eager_cells = self._eager_cells, True
+        try:
+            yield
+        finally:
+            self._eager_cells = saved
+
     def _cell_call(self, x: torch.Tensor, weights: dict[str, torch.Tensor]):
         groups = self.cell_groups
-        if self.compiled_batch is None or (self.training and torch.is_grad_enabled()
+        if self.compiled_batch is None or (not self._eager_cells and self.training
+                                           and torch.is_grad_enabled()
                                            and x.shape[0] == self.compiled_batch):
             return lambda i, cell, ins: cell(ins, weights[groups[i]])
         # a compiled cell's ``forward`` is its eager code
