@@ -363,6 +363,11 @@ def test_negative_repeat_count(nas):
     check(err, 7, 10, "repeat count must not be negative, got -1")
 
 
+def test_a_huge_repeat_count_is_refused_before_it_fills_the_memory(nas):
+    err = nas(space(OPS, "cell a(inputs 1, nodes 1)\n", net("a(C)", "repeat 100000000 a(C)")))
+    check(err, 7, 10, "repeat 100000000: the network would have more than 10,000 blocks")
+
+
 def test_width_zero(nas):
     err = nas(space(OPS, "cell a(inputs 2, nodes 1)\n", net("a(C - 4)")))
     check(err, 6, 5, "the width of 'a' must be positive, got 0")

@@ -15,6 +15,7 @@ HEAD_LAYERS = ("bn", "relu", "gap", "linear")
 STEMS = ("conv3x3",)
 FIXED_BLOCKS = ("resblock",)
 RESERVED = ("stem", "repeat", "head", *STEMS, *FIXED_BLOCKS)
+MAX_BLOCKS = 10_000          # macro blocks of one network (DARTS' largest: 20 cells)
 
 
 def compile_file(path: str | Path, overrides: dict[str, int] | None = None) -> SpaceIR:
@@ -125,6 +126,9 @@ class _Macro:
                     raise DSLError(f"repeat count must not be negative, got {n}", b.count.span)
                 for _ in range(n):
                     self._run(b.body)
+                    if len(self.blocks) > MAX_BLOCKS:   # before it fills the memory
+                        raise DSLError(f"repeat {n}: the network would have more than "
+                                       f"{MAX_BLOCKS:,} blocks", b.count.span)
             elif isinstance(b, ast.Head):
                 self._head(b)
             else:
