@@ -167,3 +167,25 @@ def test_skipping_none_is_exact():
     for g, a in zip(grads, net.arch_parameters()):
         assert torch.allclose(g, a.grad, atol=1e-7)
         assert g[:, 0].abs().sum() > 0                # `none` still gets its softmax gradient
+
+
+def test_a_three_input_cell_reads_the_states_the_plan_names(tmp_path):
+    """Cells read their last n_inputs block outputs, oldest first, however many that is."""
+    path = tmp_path / "three.nas"
+    path.write_text(
+        "space three\nops [none, skip_connect, sep_conv_3x3]\n"
+        "cell c(inputs 3, nodes 1) { derive top 1 }\n"
+        "cell r(inputs 3, nodes 1, reduction) { derive top 1 }\n"
+        "network(C = 4) { stem conv3x3(C)\n r(C)\n c(C)\n c(C)\n head gap linear }\n")
+    net = build(compile_file(path))
+    outs, seen = {}, {}
+
+    def cell_call(i, cell, ins):
+        seen[i] = [id(t) for t in ins]
+        return cell(ins, net.softmax_weights()[net.cell_groups[i]])
+
+    net.net.run(torch.randn(2, 3, 8, 8), cell_call,
+                after_block=lambda i, out: outs.update({i: out}))
+    assert seen[1] == [id(outs[0])] * 3                       # stem in every slot
+    assert seen[2] == [id(outs[0]), id(outs[0]), id(outs[1])]
+    assert seen[3] == [id(outs[0]), id(outs[1]), id(outs[2])]  # stem, r, c: not r twice

@@ -68,6 +68,7 @@ class MacroNetwork(nn.Module):
             self.cell_names.append(getattr(b, "cell", ""))
             self.n_inputs.append(ir.cell(b.cell).n_inputs if isinstance(b, CellBlock) else 1)
         self.blocks = nn.ModuleList(blocks)
+        self.keep = max(self.n_inputs, default=1)    # the most states any cell reads
 
     def run(self, x: torch.Tensor, cell_call: Callable[[int, nn.Module, list], torch.Tensor],
             after_block: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
@@ -84,7 +85,7 @@ class MacroNetwork(nn.Module):
                 states = [out]
             else:
                 states.append(out)
-                if len(states) > 2:
+                if len(states) > self.keep:
                     states.pop(0)
             if after_block is not None:
                 after_block(i, out)
