@@ -62,14 +62,19 @@ def cmd_compile(args) -> int:
 def _render_cells(ir, folder: Path) -> None:
     from .ir.export import cell_dot
     from .render import RenderError, render_dot
-    folder.mkdir(parents=True, exist_ok=True)
+    no_dot = None
     for cell in ir.used_cells:
         target = folder / f"{cell.name}.svg"
         try:
             render_dot(cell_dot(cell), target)
             print(f"rendered {target}", file=sys.stderr)
         except RenderError as e:
-            raise UserError(str(e)) from None
+            if e.dot_path is None:                  # not written at all
+                raise UserError(str(e)) from None
+            no_dot = no_dot or e                    # graphviz missing: each cell's .dot written
+            print(f"wrote {e.dot_path}", file=sys.stderr)
+    if no_dot is not None:
+        print(f"note: {no_dot}", file=sys.stderr)
 
 
 def cmd_render(args) -> int:
@@ -83,20 +88,17 @@ def cmd_render(args) -> int:
     try:
         render_genotype(genotype, target)
     except RenderError as e:
-        if target.suffix == ".dot":
-            print(str(e), file=sys.stderr)
-            return 0
         raise UserError(str(e)) from None
     print(f"wrote {target}")
     return 0
 
 
 def _write(path: Path, text: str) -> None:
+    from .render import RenderError, write_file
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror}") from None
+        write_file(path, text)
+    except RenderError as e:
+        raise UserError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         print(e.render(), file=sys.stderr)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+    except UnicodeDecodeError as e:  # a binary file where text was expected, wherever it was read
+        print(f"error: an input file is not UTF-8 text ({e.reason} at byte {e.start})",
+              file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -554,6 +554,8 @@ def _read_if_file(text_or_path: str | Path) -> str:
             return text_or_path.read_text()
         except OSError as e:
             raise GenotypeError(f"cannot read genotype file {text_or_path}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise GenotypeError(f"genotype file {text_or_path}: not a UTF-8 text file") from None
     s = text_or_path
     if "\n" not in s and len(s) < 4096 and not s.lstrip().startswith(("{", "|")):
         p = Path(s)
@@ -566,4 +568,6 @@ def _read_if_file(text_or_path: str | Path) -> str:
                 return p.read_text()
             except OSError as e:
                 raise GenotypeError(f"cannot read genotype file {s}: {e.strerror}") from None
+            except UnicodeDecodeError:
+                raise GenotypeError(f"genotype file {s}: not a UTF-8 text file") from None
     return s

@@ -83,7 +83,7 @@ def render_dot(dot_source: str, path: str | Path) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in DOT_SUFFIXES:
-        _write(path, dot_source)
+        write_file(path, dot_source)
         return path
     fmt = suffix.lstrip(".")
     if fmt not in IMAGE_FORMATS:
@@ -101,20 +101,24 @@ def render_dot(dot_source: str, path: str | Path) -> Path:
         stderr = e.stderr.decode(errors="replace").strip() if isinstance(e.stderr, bytes) \
             else str(e.stderr or "").strip()
         raise RenderError(f"graphviz `dot` failed on {path.name}: {stderr or e}") from None
-    _write(path, data)
+    write_file(path, data)
     return path
 
 
 def _missing_dot(dot_source: str, path: Path) -> RenderError:
     dot_path = path.with_suffix(".dot")
-    _write(dot_path, dot_source)
+    write_file(dot_path, dot_source)
     return RenderError(f"cannot render {path}: the graphviz `dot` program was not found; "
                        f"wrote the DOT source to {dot_path} instead. To get images, "
                        f"{INSTALL_HINT}, then run `dot -T{path.suffix.lstrip('.').lower()} "
                        f"{dot_path} -o {path}`.", dot_path=dot_path)
 
 
-def _write(path: Path, data: str | bytes) -> None:
+def write_file(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path``, making its folders; RenderError says what is in the way."""
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise RenderError(f"cannot write {path}: {blocker} is a file, not a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(data, bytes):

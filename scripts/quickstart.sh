@@ -10,5 +10,6 @@ python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.13.0        # the CPU build; a plain `torch` pulls a CUDA build
 python -m pip install -q -e .
 dslnas compile spaces/nb201.nas --set C=8 --set N=2
+rm -rf runs/quickstart                        # each run starts afresh (the search refuses a used --out)
 dslnas search spaces/nb201.nas --method darts --dataset digits \
   --set C=8 --set N=2 --epochs 15 --seed 0 --out runs/quickstart "$@"

@@ -89,3 +89,39 @@ def test_bad_command_lines_exit_2_without_traceback(argv, message):
     p = subprocess.run([sys.executable, "-m", "dslnas.cli", *argv], capture_output=True, text=True)
     assert p.returncode == 2
     assert message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_compile_render_without_graphviz_writes_every_cells_dot_and_goes_on(tmp_path, capsys,
+                                                                           monkeypatch):
+    from dslnas import render
+    monkeypatch.setattr(render.shutil, "which", lambda name: None)
+    code, out, err = run(capsys, "compile", SPACES / "darts.nas", "--render", tmp_path)
+    assert code == 0 and "space darts" in out                     # the report still printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["normal.dot", "reduce.dot"]
+    assert "`dot` program was not found" in err
+
+
+def test_an_output_path_through_a_file_says_so(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    for argv in (["compile", SPACES / "nb201.nas", "--render", tmp_path / "f" / "cells"],
+                 ["compile", SPACES / "nb201.nas", "--emit", tmp_path / "f" / "x.json"],
+                 ["render", "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|"
+                  "skip_connect~1|skip_connect~2|", "-o", tmp_path / "f" / "x.dot"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and f"{tmp_path / 'f'} is a file, not a folder" in err, argv
+
+
+def test_binary_files_where_text_is_expected_exit_2(tmp_path, capsys):
+    junk = tmp_path / "junk"
+    junk.write_bytes(bytes(range(128, 256)) * 2)
+    arch = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|" \
+           "skip_connect~2|"
+    table = tmp_path / "t.csv"
+    table.write_bytes(b"arch,cifar10\n" + arch.encode() + b",\xff50\n")
+    for argv, message in (
+            (["render", junk, "-o", tmp_path / "x.dot"], "not a UTF-8 text file"),
+            (["evaluate", arch, "--benchmark", junk], "not a text CSV file"),
+            (["evaluate", arch, "--benchmark", table], "not a text CSV file"),
+            (["search", SPACES / "nb201.nas", "--method-file", junk], "not a UTF-8 text file")):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and message in err and "Traceback" not in err, argv

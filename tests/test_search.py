@@ -193,7 +193,21 @@ def test_truncated_or_corrupt_checkpoint_exits_2_with_a_clear_message(tmp_path, 
 
     ck.unlink()
     code, _, err = run(capsys, "search", "--resume", run_dir)
-    assert code == 2 and "no checkpoint" in err
+    assert code == 2 and "stopped before its first checkpoint" in err
+    # and --out on that folder does not send the user to --resume
+    code, _, err = run(capsys, "search", NB201, "--method", "darts", *TINY, "--out", run_dir)
+    assert code == 2 and "stopped before its first checkpoint: delete it" in err
+
+
+def test_resume_refuses_run_options_even_when_they_look_like_defaults(capsys, two_epoch_run):
+    for extra in (["--seed", "0"], ["--epochs", "0"], ["--fused"]):
+        code, _, err = run(capsys, "search", "--resume", two_epoch_run, *extra)
+        assert code == 2 and f"do not combine it with {extra[0]}" in err, extra
+    code, _, err = run(capsys, "search", "--resume", two_epoch_run, "--stop-after", "-5")
+    assert code == 2 and "--stop-after must be >= 1, got -5" in err
+    with pytest.raises(SystemExit) as info:                    # argparse's own exit
+        run(capsys, "search", NB201, "--method", "darts", *TINY, "--seed", str(2 ** 64))
+    assert info.value.code == 2 and "--seed is too large" in capsys.readouterr().err
 
 
 def test_checkpoint_save_is_atomic_and_load_checks_the_header(tmp_path):

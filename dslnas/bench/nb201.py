@@ -49,11 +49,11 @@ class BenchmarkTable:
             raise BenchmarkError(f"cannot read benchmark table {path}: {e.strerror}") from None
         with f:
             reader = csv.reader(f)
-            header = next(reader, None)
-            datasets = cls._check_header(header, path)
-            width = len(datasets) + 1
             rows: dict[str, tuple[float, ...]] = {}
             try:
+                header = next(reader, None)      # reading it decodes the file's first block
+                datasets = cls._check_header(header, path)
+                width = len(datasets) + 1
                 for line, rec in enumerate(reader, start=2):
                     if not rec:
                         continue
@@ -67,6 +67,9 @@ class BenchmarkTable:
                     except ValueError:
                         raise BenchmarkError(f"{path}:{line}: accuracies must be numbers, got "
                                              f"{rec[1:]}") from None
+                    if not all(math.isfinite(v) for v in values):
+                        raise BenchmarkError(f"{path}:{line}: accuracies must be finite, got "
+                                             f"{rec[1:]}")
                     if key in rows:
                         raise BenchmarkError(f"{path}:{line}: architecture {arch} appears twice")
                     rows[key] = values

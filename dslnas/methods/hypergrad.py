@@ -31,6 +31,7 @@ Contract shared by every strategy ``s(problem, train_batch, val_batch)``:
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Protocol, Sequence
 
 import attrs
@@ -210,6 +211,30 @@ def _subtract(d: Sequence[Tensor], h: Sequence[Tensor]) -> list[Tensor]:
 
 # ----------------------------------------------------------------------------- strategies
 
+def _number(lo_ok):
+    def check(inst, attribute, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value) or not lo_ok(value):
+            raise ValueError(f"{attribute.name} must be a finite number "
+                             f"{'> 0' if lo_ok(0) is False else '>= 0'}, got {value!r}")
+    return check
+
+
+_positive = _number(lambda v: v > 0)
+_nonnegative = _number(lambda v: v >= 0)
+_optional_positive = attrs.validators.optional(_positive)
+
+
+def _count(inst, attribute, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{attribute.name} must be an integer >= 0, got {value!r}")
+
+
+def _flag(inst, attribute, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{attribute.name} must be true or false, got {value!r}")
+
+
 
 def single_backward(strategy) -> bool:
     """Whether ``strategy`` needs only first-order backward passes, which compiled autograd
@@ -246,8 +271,8 @@ class Unrolled:
     of ``L_val(w'(α), α)`` (up to the finite difference when ``exact=False``).
     """
 
-    eps: float = attrs.field(default=0.01, validator=attrs.validators.gt(0))
-    exact: bool = False
+    eps: float = attrs.field(default=0.01, validator=_positive)
+    exact: bool = attrs.field(default=False, validator=_flag)
 
     def __call__(self, problem: Bilevel, train_batch: Any, val_batch: Any) -> list[Tensor]:
         w = problem.weights
@@ -297,10 +322,10 @@ class Neumann:
     gradient graph is reused), plus the mixed term.
     """
 
-    K: int = attrs.field(default=2, validator=attrs.validators.ge(0))
-    gamma: float | None = None
-    eps: float = attrs.field(default=0.01, validator=attrs.validators.gt(0))
-    exact: bool = False
+    K: int = attrs.field(default=2, validator=_count)
+    gamma: float | None = attrs.field(default=None, validator=_optional_positive)
+    eps: float = attrs.field(default=0.01, validator=_positive)
+    exact: bool = attrs.field(default=False, validator=_flag)
 
     def __call__(self, problem: Bilevel, train_batch: Any, val_batch: Any) -> list[Tensor]:
         gammas = _lrs(problem, self.gamma)
@@ -339,10 +364,10 @@ class Amended:
     - the mixed term defaults to the finite difference, like DARTS.
     """
 
-    eta: float | None = None
-    damping: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
-    eps: float = attrs.field(default=0.01, validator=attrs.validators.gt(0))
-    exact: bool = False
+    eta: float | None = attrs.field(default=None, validator=_optional_positive)
+    damping: float = attrs.field(default=0.0, validator=_nonnegative)
+    eps: float = attrs.field(default=0.01, validator=_positive)
+    exact: bool = attrs.field(default=False, validator=_flag)
 
     def __call__(self, problem: Bilevel, train_batch: Any, val_batch: Any) -> list[Tensor]:
         etas = _lrs(problem, self.eta)

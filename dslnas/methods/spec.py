@@ -77,6 +77,8 @@ def instantiate(part: "Part | str", registry: dict, kind: str):
         return cls(**options)
     except TypeError as e:
         raise TypeError(f"{kind} {name!r}: bad options {options}: {e}") from None
+    except ValueError as e:                      # a validator's message names the option
+        raise ValueError(f"{kind} {name!r}: {e}") from None
 
 
 @attrs.frozen

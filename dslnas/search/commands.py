@@ -72,11 +72,15 @@ def _did_you_mean(word: str, options) -> str:
 # ============================================================================================
 
 def _nonneg_int(name):
+    """An integer argument (the command checks its lower bound); at most 2**63 - 1, the most
+    torch's seeds and sizes take."""
     def parse(text):
         try:
             v = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+        if v >= 2 ** 63:
+            raise argparse.ArgumentTypeError(f"{name} is too large: {text}")
         return v
     return parse
 
@@ -138,7 +142,8 @@ def add_commands(subparsers) -> None:
     s.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint (its config.json "
                         "gives everything else; only --data, --device, --stop-after, "
-                        "--checkpoint-minutes and the speed flags may be given)")
+                        "--checkpoint-minutes, --no-progress, --no-download, --deterministic, "
+                        "--cuda-graphs, --compile and --channels-last may be given)")
     s.add_argument("--stop-after", type=_nonneg_int("--stop-after"), metavar="EPOCHS",
                    help="stop once this many epochs are done, as if interrupted (--resume later)")
     s.add_argument("--checkpoint-minutes", type=_minutes, default=10.0, metavar="M",
@@ -273,6 +278,8 @@ def _load_method_file(path: str) -> dict:
         raise _user_error(f"--method-file {p}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise _user_error(f"--method-file {p}: not valid TOML ({e})") from None
+    except UnicodeDecodeError:
+        raise _user_error(f"--method-file {p}: not a UTF-8 text file") from None
     unknown = [k for k in data if k not in FILE_KEYS]
     if unknown:
         raise _user_error(f"--method-file {p}: unknown key(s) {', '.join(unknown)} "
@@ -376,8 +383,8 @@ def _validate_schedule(s) -> None:
         problems.append(f"batch_size must be >= 1, got {s.batch_size}")
     for k in ("w_lr", "w_lr_min", "a_lr", "w_weight_decay", "a_weight_decay", "grad_clip"):
         v = getattr(s, k)
-        if not v >= 0:
-            problems.append(f"{k} must be >= 0, got {v}")
+        if not 0 <= v < float("inf"):                     # NaN fails too
+            problems.append(f"{k} must be a finite number >= 0, got {v}")
     if not 0 <= s.w_momentum < 1:
         problems.append(f"w_momentum must be in [0, 1), got {s.w_momentum}")
     if not all(0 <= b < 1 for b in s.a_betas):
@@ -502,13 +509,19 @@ def _search(args) -> int:
     from .rundir import RunDir, _jsonable, versions
 
     resume_state = None
+    if args.stop_after is not None and args.stop_after < 1:
+        raise _user_error(f"--stop-after must be >= 1, got {args.stop_after}")
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
-                 if k not in _RESUME_OK and v not in (None, False, [])]
+                 if k not in _RESUME_OK and v is not None and v is not False and v != []]
         if given:
             raise _user_error(f"--resume takes the configuration from the run's config.json; "
                               f"do not combine it with {', '.join(given)}")
         run = RunDir.open(args.resume)
+        if not run.checkpoint_path.exists():
+            raise _user_error(f"--resume {run.path}: the run stopped before its first "
+                              f"checkpoint, so there is nothing to resume; delete the folder "
+                              f"and start the search again")
         config = run.read_config()
         try:
             method = method_from_dict(config["method"])
@@ -534,8 +547,7 @@ def _search(args) -> int:
         if not args.space:
             raise _user_error("give a SPACE.nas file (or --resume RUN_DIR)")
         for flag, v, lo in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
-                            ("--subset", args.subset, 2), ("--seed", args.seed, 0),
-                            ("--stop-after", args.stop_after, 1)):
+                            ("--subset", args.subset, 2), ("--seed", args.seed, 0)):
             if v is not None and v < lo:
                 raise _user_error(f"{flag} must be >= {lo}, got {v}")
         dataset = (args.dataset or "cifar10").lower().replace("-", "").replace("_", "")
@@ -630,6 +642,7 @@ def _search(args) -> int:
 def _stop_signals(run_dir):
     """Ctrl-C (SIGINT) and SIGTERM ask the search to stop after its current step, with a
     checkpoint; a second one stops at once (the last checkpoint stays). Yields ``should_stop``."""
+    from .checkpoint import CHECKPOINT_NAME
     asked: list[str] = []
 
     def handler(signum, frame):
@@ -643,8 +656,12 @@ def _stop_signals(run_dir):
     try:
         yield lambda: asked[0] if asked else None
     except KeyboardInterrupt:
-        print(f"the last checkpoint stays; continue with: dslnas search --resume {run_dir}",
-              file=sys.stderr)
+        if (Path(run_dir) / CHECKPOINT_NAME).exists():
+            print(f"the last checkpoint stays; continue with: dslnas search --resume {run_dir}",
+                  file=sys.stderr)
+        else:
+            print(f"stopped before the first checkpoint; {run_dir} holds nothing to resume",
+                  file=sys.stderr)
         raise
     finally:
         for sig, h in old.items():
@@ -744,8 +761,12 @@ def cmd_evaluate(args) -> int:
         p = Path(source)
         if p.is_dir():
             if not (p / "genotype.json").is_file():
-                raise _user_error(f"{p}: no genotype.json (the run has not finished; its "
-                                  f"latest genotype is in metrics.jsonl)")
+                if not (p / "config.json").is_file():
+                    raise _user_error(f"{p}: not a dslnas run directory (no config.json)")
+                latest = (" (it has not finished; its latest genotype is in metrics.jsonl)"
+                          if (p / "metrics.jsonl").is_file() else
+                          " (it has not finished an epoch yet)")
+                raise _user_error(f"{p}: no genotype.json{latest}")
             source = str(p / "genotype.json")
         ir = None
         if args.space:

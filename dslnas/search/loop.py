@@ -815,7 +815,8 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                 m = s.epoch_metrics()
                 if m["train_loss"] is not None and not math.isfinite(m["train_loss"]):
                     raise SearchError(f"the training loss is {m['train_loss']} in epoch "
-                                      f"{s.epoch}: the search diverged (try a lower w_lr)")
+                                      f"{s.epoch}: the search diverged (try a lower w_lr or "
+                                      f"a_lr)")
                 genotype = s.genotype(data)
                 geno_json, nb201 = _genotype_record(genotype)
                 bench, bench_err = _lookup(benchmark, genotype)

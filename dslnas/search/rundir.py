@@ -92,6 +92,9 @@ class RunDir:
             path = Path(out)
             if path.exists() and (not path.is_dir() or any(path.iterdir())):
                 hint = (" (it holds a run: continue it with --resume)"
+                        if (path / CHECKPOINT_NAME).exists() else
+                        " (it holds a run that stopped before its first checkpoint: delete it "
+                        "or choose another --out)"
                         if (path / CONFIG).exists() else "")
                 raise RunDirError(f"--out {path}: exists and is not an empty folder{hint}")
         else:
@@ -140,7 +143,7 @@ class RunDir:
     def read_config(self) -> dict:
         try:
             return json.loads((self.path / CONFIG).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:       # ValueError: bad JSON, or not UTF-8
             raise RunDirError(f"cannot read {self.path / CONFIG}: {e}") from None
 
     # ---- metrics --------------------------------------------------------------------------
