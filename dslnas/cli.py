@@ -38,7 +38,9 @@ def cmd_compile(args) -> int:
     from .supernet.network import build, count_parameters
 
     ir = _compile(args)
-    net = build(ir)
+    import torch
+    with torch.device("meta"):      # shapes only: counting needs no memory and no random init
+        net = build(ir)
     params = count_parameters(net.weight_parameters())
     data = space_json(ir)
     data["supernet_params"] = params
@@ -133,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         print(e.render(), file=sys.stderr)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+    except (MemoryError, RuntimeError) as e:
+        text = str(e)
+        if not isinstance(e, MemoryError) and "allocate memory" not in text \
+                and "out of memory" not in text.lower():
+            raise
+        print(f"error: not enough memory ({text.splitlines()[0] if text else 'MemoryError'}); "
+              f"try a smaller network (--set C=..., fewer cells) or --batch-size",
+              file=sys.stderr)
     except UnicodeDecodeError as e:  # a binary file where text was expected, wherever it was read
         print(f"error: an input file is not UTF-8 text ({e.reason} at byte {e.start})",
               file=sys.stderr)

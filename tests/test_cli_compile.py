@@ -125,3 +125,28 @@ def test_binary_files_where_text_is_expected_exit_2(tmp_path, capsys):
             (["search", SPACES / "nb201.nas", "--method-file", junk], "not a UTF-8 text file")):
         code, _, err = run(capsys, *argv)
         assert code == 2 and message in err and "Traceback" not in err, argv
+
+
+def test_out_of_memory_is_a_message_not_a_traceback(capsys, monkeypatch):
+    import dslnas.ir.lower as lower
+
+    def huge(*a, **k):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                           "120000000000 bytes")
+    monkeypatch.setattr(lower, "compile_file", huge)
+    code, _, err = run(capsys, "compile", SPACES / "nb201.nas")
+    assert code == 2 and err.startswith("error: not enough memory (DefaultCPUAllocator")
+
+    def bug(*a, **k):
+        raise RuntimeError("some other failure")
+    monkeypatch.setattr(lower, "compile_file", bug)
+    with pytest.raises(RuntimeError, match="some other failure"):   # not swallowed
+        run(capsys, "compile", SPACES / "nb201.nas")
+
+
+def test_compile_counts_a_huge_supernet_without_allocating_it(capsys):
+    code, out, _ = run(capsys, "compile", SPACES / "nb201.nas", "--set", "C=100000", "--json")
+    small = json.loads(run(capsys, "compile", SPACES / "nb201.nas", "--set", "C=16",
+                           "--json")[1])["supernet_params"]
+    big = json.loads(out)["supernet_params"]
+    assert code == 0 and small == 1_692_826 and big > 6e13    # ~ (100000/16)^2 x the convs
