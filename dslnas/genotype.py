@@ -270,22 +270,43 @@ def to_dict(genotype: Genotype) -> dict:
                        "concat": list(c.concat)} for c in genotype.cells]}
 
 
+def _wired(cg: CellGenotype, where: str) -> CellGenotype:
+    """``cg`` if every edge comes from an earlier node and every output node exists."""
+    for op, src, dst in cg.edges:
+        if not 0 <= src < dst:
+            raise GenotypeError(f"{where}: cell {cg.cell!r}: {op} into node {dst} from node {src}: "
+                                f"an input must be an earlier node (0..{dst - 1})")
+    last = max((dst for _, _, dst in cg.edges), default=-1)
+    missing = [n for n in cg.concat if not 0 <= n <= last]
+    if missing:
+        raise GenotypeError(f"{where}: cell {cg.cell!r}: output node(s) {missing} do not exist "
+                            f"(nodes 0..{last})")
+    return cg
+
+
 def from_dict(data: Mapping) -> Genotype:
     try:
         if not isinstance(data, Mapping):
             raise TypeError("expected a JSON object")
         cells = []
+        if not isinstance(data["cells"], list):
+            raise TypeError(f"cells {data['cells']!r} is not a list")
         for c in data["cells"]:
+            if not isinstance(c, Mapping):
+                raise TypeError(f"cell {c!r} is not an object with cell, edges and concat")
+            if not isinstance(c["edges"], list):
+                raise TypeError(f"edges {c['edges']!r} is not a list")
             edges = []
             for e in c["edges"]:
-                if len(e) != 3 or not isinstance(e[0], str) or not all(_is_int(x) for x in e[1:]):
+                if not isinstance(e, list) or len(e) != 3 or not isinstance(e[0], str) or \
+                        not all(_is_int(x) for x in e[1:]):
                     raise TypeError(f"edge {e!r} is not [op, src, dst]")
                 edges.append((e[0], e[1], e[2]))
-            if not all(_is_int(x) for x in c["concat"]):
+            if not isinstance(c["concat"], list) or not all(_is_int(x) for x in c["concat"]):
                 raise TypeError(f"concat {c['concat']!r} is not a list of node numbers")
             if not isinstance(c["cell"], str):
                 raise TypeError(f"cell name {c['cell']!r} is not a string")
-            cells.append(CellGenotype(c["cell"], edges, c["concat"]))
+            cells.append(_wired(CellGenotype(c["cell"], edges, c["concat"]), "genotype JSON"))
         space = data["space"]
         if not isinstance(space, str):
             raise TypeError(f"space {space!r} is not a string")
@@ -479,7 +500,7 @@ def from_darts_text(text: str, *, ir: SpaceIR | None = None, k: int = 2, n_input
         if not isinstance(concat, (list, tuple)) or not all(_is_int(x) for x in concat):
             raise GenotypeError(f"DARTS genotype: {name}_concat must be a list of node numbers")
         edges = [(op, src, first + i // kk) for i, (op, src) in enumerate(pairs)]
-        cells.append(CellGenotype(name, edges, concat))
+        cells.append(_wired(CellGenotype(name, edges, concat), "DARTS genotype"))
     return Genotype(space or (ir.name if ir is not None else "darts"), cells)
 
 
@@ -540,8 +561,15 @@ def parse_genotype(text_or_path: str | Path, ir: SpaceIR | None = None, k: int =
     elif _DARTS_RE.match(s):
         g = from_darts_text(s, ir=ir, k=k)
     else:
-        hint = " (no such file)" if "\n" not in s and len(s) < 300 else ""
-        raise GenotypeError(f"cannot tell the genotype format of {s[:60]!r}{hint}: expected a JSON "
+        what = f"{s[:60]!r}"
+        if text is not text_or_path:                    # read from a file
+            what = f"the file {text_or_path}"
+        elif "\n" not in s and len(s) < 300:
+            try:
+                what += " (a folder)" if Path(s).is_dir() else " (no such file)"
+            except (OSError, ValueError):
+                pass
+        raise GenotypeError(f"cannot tell the genotype format of {what}: expected a JSON "
                             f"object, an NB201 string |op~0|+..., or Genotype(...) text")
     if ir is not None:
         validate(g, ir)

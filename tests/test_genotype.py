@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -321,8 +322,27 @@ def test_darts_text_accepts_range_and_layout():
     assert g.cell("normal").edges[3] == ("dil_conv_3x3", 2, 3)
     assert from_darts_text(to_darts_text(g)) == g
     # k and the first node number are parameters
-    g3 = from_darts_text("G(n=[('a', 0), ('b', 1), ('c', 0)], n_concat=[1])", k=3, n_inputs=1)
-    assert g3.cell("n").edges == (("a", 0, 1), ("b", 1, 1), ("c", 0, 1))
+    g3 = from_darts_text("G(n=[('a', 0), ('b', 0), ('c', 0), ('d', 1), ('e', 0), ('f', 1)], "
+                         "n_concat=[2])", k=3, n_inputs=1)
+    assert g3.cell("n").edges == (("a", 0, 1), ("b", 0, 1), ("c", 0, 1), ("d", 1, 2),
+                                  ("e", 0, 2), ("f", 1, 2))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("Genotype(normal=[('sep_conv_3x3', -1), ('sep_conv_3x3', 1)], normal_concat=[2])",
+     "sep_conv_3x3 into node 2 from node -1: an input must be an earlier node (0..1)"),
+    ("Genotype(normal=[('sep_conv_3x3', 2), ('sep_conv_3x3', 1)], normal_concat=[2])",
+     "from node 2: an input must be an earlier node"),
+    ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], normal_concat=[7])",
+     "output node(s) [7] do not exist (nodes 0..2)"),
+    ('{"space": "s", "cells": [{"cell": "c", "edges": [["a", 0, 1]], "concat": 3}]}',
+     "concat 3 is not a list of node numbers"),
+    ('{"space": "s", "cells": {"cell": "c"}}', "is not a list"),
+    ('{"space": "s", "cells": [5]}', "cell 5 is not an object"),
+])
+def test_impossible_wiring_or_shapes_are_named(text, message):
+    with pytest.raises(GenotypeError, match=re.escape(message)):
+        parse_genotype(text)
 
 
 @pytest.mark.parametrize("text", [
