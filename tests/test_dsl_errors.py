@@ -541,6 +541,15 @@ def test_extends_itself_by_path(nas):
     check(err, 1, 18, "`extends` forms a cycle")
 
 
+def test_extends_a_binary_file_or_a_folder_points_at_the_extends(nas, tmp_path):
+    (tmp_path / "bin.dat").write_bytes(bytes(range(128, 256)))
+    err = nas('space a extends "bin.dat"\n')
+    check(err, 1, 17, f"cannot extend {tmp_path / 'bin.dat'}: is not UTF-8 text")
+    (tmp_path / "adir.nas").mkdir()
+    err = nas('space a extends "adir.nas"\n')
+    check(err, 1, 17, f"cannot extend 'adir.nas': {tmp_path / 'adir.nas'} is a folder")
+
+
 def test_extends_a_missing_space(nas):
     err = nas("space x extends nowhere\n")
     check(err, 1, 17, "cannot find the space 'nowhere'")

@@ -83,7 +83,13 @@ def _merge_module(module, text, path, seen) -> ResolvedSpace:
         if key in seen or key == here:
             cycle = " -> ".join(p.name for p in (*seen, here, key))
             raise DSLError(f"`extends` forms a cycle: {cycle}", decl.extends.span)
-        space = _load(parent_path, (*seen, here))
+        try:
+            space = _load(parent_path, (*seen, here))
+        except DSLError as e:
+            if e.span is not None:
+                raise
+            # a file that cannot be read at all: say so at the `extends`
+            raise DSLError(f"cannot extend {e.message}", decl.extends.span) from None
         space.name = decl.name
     else:
         space = ResolvedSpace(name=decl.name)
@@ -169,6 +175,9 @@ def _find_parent(decl: ast.SpaceDecl, path: Path) -> Path:
     for c in candidates:
         if c.is_file():
             return c
+        if c.is_dir():
+            raise DSLError(f"cannot extend '{target}': {c} is a folder, not a .nas file",
+                           decl.extends.span)
     where = " or ".join(str(c) for c in candidates)
     raise DSLError(f"cannot find the space '{target}' to extend (looked for {where})",
                    decl.extends.span)
