@@ -105,7 +105,7 @@ KILL_GRACE = 15.0                        # seconds between SIGTERM and SIGKILL: 
 DATASETS = ("cifar10", "cifar100", "ImageNet16-120")   # as asked of BenchmarkTable.dataset
 # what a search writes into its run directory (anything else makes `run` refuse to clear it)
 RUN_FILES = {"config.json", "metrics.jsonl", "tb", "summary.json", "genotype.json",
-             "genotype.txt", "genotype.svg", "genotype.dot", CHECKPOINT, SIDECAR}
+             "genotype.txt", "genotype.svg", "genotype.dot", CHECKPOINT, SIDECAR, ".lock"}
 # what --collect copies (genotype.json only exists once the search finished)
 COLLECT_FILES = ("metrics.jsonl", "config.json", SIDECAR, "genotype.json")
 OUT_MAX_FILES = 8                        # the most files $OUT brings back

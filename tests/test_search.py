@@ -501,3 +501,18 @@ def test_sigterm_stops_a_search_after_its_step_and_resume_finishes_it(tmp_path):
     assert [r["epoch"] for r in b] == [1, 2, 3, 4]
     assert [r["alphas"] for r in a] == [r["alphas"] for r in b]
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+
+
+def test_a_run_folder_is_held_by_one_search_at_a_time(tmp_path, capsys, two_epoch_run):
+    from dslnas.search.rundir import RunDir, RunDirError
+    run_dir = tmp_path / "run"
+    shutil.copytree(two_epoch_run, run_dir)
+    holder = RunDir.open(run_dir)
+    holder.lock()
+    with pytest.raises(RunDirError, match="in use by another search"):
+        RunDir.open(run_dir).lock()
+    code, _, err = run(capsys, "search", "--resume", run_dir)
+    assert code == 2 and "in use by another search" in err
+    holder.close()                                        # released: the resume goes ahead
+    code, out, _ = run(capsys, "search", "--resume", run_dir)
+    assert code == 0 and "search finished" in out

@@ -518,6 +518,7 @@ def _search(args) -> int:
             raise _user_error(f"--resume takes the configuration from the run's config.json; "
                               f"do not combine it with {', '.join(given)}")
         run = RunDir.open(args.resume)
+        run.lock()
         if not run.checkpoint_path.exists():
             raise _user_error(f"--resume {run.path}: the run stopped before its first "
                               f"checkpoint, so there is nothing to resume; delete the folder "
@@ -602,6 +603,7 @@ def _search(args) -> int:
         run.write_config(config)
     else:
         run = RunDir.create(args.out, space=ir.name, method=method.name, seed=seed)
+        run.lock()
         run.write_config({
             "space_file": space_file,
             "space": space_json(ir),

@@ -32,6 +32,7 @@ __all__ = ["RunDir", "RunDirError", "default_run_name", "versions"]
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+LOCK = ".lock"              # held (flock) by the search that writes the folder
 
 
 class RunDirError(Exception):
@@ -81,6 +82,7 @@ class RunDir:
         self._writer = None
         self._writer_failed = False
         self._purge_step: int | None = None
+        self._lock = None
 
     # ---- lifecycle ------------------------------------------------------------------------
     @classmethod
@@ -122,7 +124,29 @@ class RunDir:
     def checkpoint_path(self) -> Path:
         return self.path / CHECKPOINT_NAME
 
+    def lock(self) -> None:
+        """Hold the folder for this process until ``close`` (or its end): two searches writing
+        one run would interleave its metrics and checkpoints. RunDirError if one holds it."""
+        try:
+            import fcntl
+        except ImportError:                             # not POSIX: no lock
+            return
+        try:
+            f = open(self.path / LOCK, "a")
+        except OSError as e:
+            raise RunDirError(f"cannot lock {self.path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise RunDirError(f"{self.path} is in use by another search (wait for it to end, "
+                              f"or stop it)") from None
+        self._lock = f
+
     def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()                          # releases the lock
+            self._lock = None
         if self._writer is not None:
             try:
                 self._writer.close()
