@@ -232,6 +232,11 @@ def test_checkpoint_save_is_atomic_and_load_checks_the_header(tmp_path):
     (["--method", "pc-darts", "--set", "K=3"], "does not fit space 'nb201'"),
     (["--method", "darts", "--dataset", "cifar10", "--no-download"], "CIFAR-10"),
     (["--method", "darts", "--resume", "x"], "do not combine"),
+    (["--method", "idarts-ift", "--set", "K=2.5"],
+     "hypergradient 'neumann': K must be an integer >= 0, got 2.5"),
+    (["--method", "darts-2nd", "--set", "hypergradient.eps=inf"],
+     "eps must be a finite number > 0, got 'inf'"),
+    (["--method", "darts", "--set", "a_lr=inf"], "a_lr must be a finite number >= 0, got inf"),
 ])
 def test_bad_values_exit_2_with_a_message(tmp_path, capsys, argv, message):
     argv = [a if a != "x" else str(tmp_path) for a in argv]
@@ -242,6 +247,7 @@ def test_bad_values_exit_2_with_a_message(tmp_path, capsys, argv, message):
                        "--out", tmp_path / "r", *extra)
     assert code == 2 and message in err, err
     assert "Traceback" not in err
+    assert not (tmp_path / "r").exists()                  # refused before the run folder
 
 
 def test_out_dir_that_holds_a_run_is_refused(capsys, two_epoch_run):
