@@ -139,40 +139,55 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, capsys):
         assert torch.equal(v, sb["supernet"][k]), k
 
 
+def _search_process(tmp_path, epochs: int, **popen):
+    """A deterministic search run to the end in tmp/a, and the same search started as a process
+    writing tmp/b: (the process, tmp/b/metrics.jsonl)."""
+    import subprocess
+    import sys
+    args = [sys.executable, "-m", "dslnas.cli", "search", str(NB201), "--method", "darts",
+            "--epochs", str(epochs), "--deterministic", "--dataset", "digits", "--set", "C=4",
+            "--set", "N=1", "--subset", "512", "--batch-size", "16", "--no-progress"]
+    subprocess.run([*args, "--out", str(tmp_path / "a")], check=True, capture_output=True)
+    return subprocess.Popen([*args, "--out", str(tmp_path / "b")], **popen), \
+        tmp_path / "b" / "metrics.jsonl"
+
+
+def _wait_for(proc, ready, what: str) -> None:
+    import time
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the run finished before it could be {what}"
+
+
+def _resume_matches_the_uninterrupted_run(tmp_path, epochs: int) -> None:
+    import subprocess
+    import sys
+    assert not (tmp_path / "b" / "genotype.json").exists()
+    p = subprocess.run([sys.executable, "-m", "dslnas.cli", "search", "--resume",
+                        str(tmp_path / "b"), "--no-progress"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    a, b = ([json.loads(l) for l in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+            for r in ("a", "b"))
+    assert [r["epoch"] for r in b] == list(range(1, epochs + 1))
+    for key in ("alphas", "train_loss"):
+        assert [r[key] for r in a] == [r[key] for r in b], key
+    assert (tmp_path / "a" / "genotype.json").read_text() == \
+        (tmp_path / "b" / "genotype.json").read_text()
+
+
 def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     """SIGKILL a real search process mid-run, resume it, compare with an uninterrupted run."""
     import signal
     import subprocess
-    import sys
-    import time
-
-    args = [sys.executable, "-m", "dslnas.cli", "search", str(NB201), "--method", "darts",
-            "--epochs", "8", "--deterministic", "--dataset", "digits", "--set", "C=4",
-            "--set", "N=1", "--subset", "512", "--batch-size", "16", "--no-progress"]
-    subprocess.run([*args, "--out", str(tmp_path / "a")], check=True, capture_output=True)
-    proc = subprocess.Popen([*args, "--out", str(tmp_path / "b")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    metrics = tmp_path / "b" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
+    proc, metrics = _search_process(tmp_path, 8, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+    _wait_for(proc, lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2,
+              "killed")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = len(metrics.read_text().splitlines())
-    assert 2 <= done < 8 and not (tmp_path / "b" / "genotype.json").exists()
-
-    p = subprocess.run([sys.executable, "-m", "dslnas.cli", "search", "--resume",
-                        str(tmp_path / "b"), "--no-progress"], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    a = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
-    b = [json.loads(l) for l in metrics.read_text().splitlines()]
-    assert [r["epoch"] for r in b] == list(range(1, 9))
-    assert [r["alphas"] for r in a] == [r["alphas"] for r in b]
-    assert (tmp_path / "a" / "genotype.json").read_text() == \
-        (tmp_path / "b" / "genotype.json").read_text()
+    assert 2 <= len(metrics.read_text().splitlines()) < 8
+    _resume_matches_the_uninterrupted_run(tmp_path, 8)
 
 
 def test_truncated_or_corrupt_checkpoint_exits_2_with_a_clear_message(tmp_path, capsys,
@@ -479,34 +494,15 @@ def test_periodic_checkpoints_inside_an_epoch(tmp_path, monkeypatch):
 def test_sigterm_stops_a_search_after_its_step_and_resume_finishes_it(tmp_path):
     import signal
     import subprocess
-    import sys
-    import time
-    args = [sys.executable, "-m", "dslnas.cli", "search", str(NB201), "--method", "darts",
-            "--epochs", "4", "--deterministic", "--dataset", "digits", "--set", "C=4",
-            "--set", "N=1", "--subset", "512", "--batch-size", "16", "--no-progress"]
-    subprocess.run([*args, "--out", str(tmp_path / "a")], check=True, capture_output=True)
-    proc = subprocess.Popen([*args, "--out", str(tmp_path / "b")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "b" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not metrics.exists():
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be stopped"
+    proc, metrics = _search_process(tmp_path, 4, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+    _wait_for(proc, metrics.exists, "stopped")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "SIGTERM: stopping after the current step" in err and "stopped (SIGTERM)" in err
     assert "search stopped (SIGTERM)" in out and "--resume" in out
-    assert not (tmp_path / "b" / "genotype.json").exists()
-
-    p = subprocess.run([sys.executable, "-m", "dslnas.cli", "search", "--resume",
-                        str(tmp_path / "b"), "--no-progress"], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    a = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
-    b = [json.loads(l) for l in metrics.read_text().splitlines()]
-    assert [r["epoch"] for r in b] == [1, 2, 3, 4]
-    assert [r["alphas"] for r in a] == [r["alphas"] for r in b]
-    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    _resume_matches_the_uninterrupted_run(tmp_path, 4)
 
 
 def test_a_run_folder_is_held_by_one_search_at_a_time(tmp_path, capsys, two_epoch_run):
