@@ -577,25 +577,21 @@ def parse_genotype(text_or_path: str | Path, ir: SpaceIR | None = None, k: int =
 
 
 def _read_if_file(text_or_path: str | Path) -> str:
-    if isinstance(text_or_path, Path):
-        try:
-            return text_or_path.read_text()
-        except OSError as e:
-            raise GenotypeError(f"cannot read genotype file {text_or_path}: {e.strerror}") from None
-        except UnicodeDecodeError:
-            raise GenotypeError(f"genotype file {text_or_path}: not a UTF-8 text file") from None
+    """The text of the genotype file ``text_or_path`` names (a Path, or a one-line string that
+    names an existing file), else the string itself."""
+    path = text_or_path if isinstance(text_or_path, Path) else None
     s = text_or_path
-    if "\n" not in s and len(s) < 4096 and not s.lstrip().startswith(("{", "|")):
-        p = Path(s)
+    one_line = path is None and "\n" not in s and len(s) < 4096
+    if one_line and not s.lstrip().startswith(("{", "|")):
         try:
-            is_file = p.is_file()
+            path = Path(s) if Path(s).is_file() else None
         except (OSError, ValueError):           # e.g. a name too long to be a path
-            is_file = False
-        if is_file:
-            try:
-                return p.read_text()
-            except OSError as e:
-                raise GenotypeError(f"cannot read genotype file {s}: {e.strerror}") from None
-            except UnicodeDecodeError:
-                raise GenotypeError(f"genotype file {s}: not a UTF-8 text file") from None
-    return s
+            pass
+    if path is None:
+        return s
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise GenotypeError(f"cannot read genotype file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise GenotypeError(f"genotype file {path}: not a UTF-8 text file") from None

@@ -31,7 +31,7 @@ import os
 import random
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -184,15 +184,13 @@ def fused_fits(parts: Parts) -> bool:
     initialisation does not depend on a conv's output width."""
     from ..methods.discretizers import Rule
     from ..methods.transforms import RandomFeatures, merge_build_kwargs
-    # Kaiming by fan-out would see the stacked convs' n-times larger fan-out
-    fan_out_init = any(isinstance(t, RandomFeatures) and t.init == "kaiming_normal"
-                       for t in parts.transforms)
-    # the fused cell runs a node's pools (and their BN) once for all its edges: per-edge γ, β
-    # would need them apart
-    pool_affine = any(isinstance(t, RandomFeatures) and t.pool_bn_affine
-                      for t in parts.transforms)
+    # Kaiming by fan-out would see the stacked convs' n-times larger fan-out; the fused cell
+    # runs a node's pools (and their BN) once for all its edges, so per-edge γ, β need them apart
+    per_edge = any(isinstance(t, RandomFeatures) and (t.init == "kaiming_normal"
+                                                       or t.pool_bn_affine)
+                   for t in parts.transforms)
     return "edge_cls" not in merge_build_kwargs(parts.transforms) and \
-        isinstance(parts.discretizer, Rule) and not fan_out_init and not pool_affine
+        isinstance(parts.discretizer, Rule) and not per_edge
 
 
 def compile_by_default(device: torch.device, deterministic: bool) -> bool:
@@ -295,6 +293,9 @@ class Searcher:
         self.parts = make_parts(method)
         self.relaxation = self.parts.relaxation
         self.hypergradient = self.parts.hypergradient
+        # compiled graphs support one backward: a hypergradient with a second one runs the
+        # cells' eager code (arch_step)
+        self._double_backward = not hg.single_backward(self.hypergradient)
         self.transforms = self.parts.transforms
         self.discretizer = self.parts.discretizer
         self.supernet = _build_supernet(ir, self.parts, stages, fused)
@@ -413,11 +414,8 @@ class Searcher:
         ``keep_grads``: copy the hypergradient into persistent ``.grad`` tensors (for graphs)."""
         self._record_val = True
         try:
-            if hg.single_backward(self.hypergradient):
+            with self.supernet.eager_cells() if self._double_backward else nullcontext():
                 grads = self.hypergradient(self.problem, train_batch, val_batch)
-            else:                               # compiled graphs support one backward only
-                with self.supernet.eager_cells():
-                    grads = self.hypergradient(self.problem, train_batch, val_batch)
         finally:
             self._record_val = False
         for p, g in zip(self.arch, grads):
