@@ -129,6 +129,11 @@ def add_commands(subparsers) -> None:
     s.add_argument("--batch-size", type=_nonneg_int("--batch-size"),
                    help="override the schedule")
     s.add_argument("--seed", type=_nonneg_int("--seed"), help="random seed (default 0)")
+    s.add_argument("--seeds", type=_nonneg_int("--seeds"), nargs="+", metavar="S",
+                   help="search these seeds at once, in one process that gives each its own "
+                        "CUDA stream and runs them in turn, one iteration each, so the GPU "
+                        "overlaps their kernels; each computes what it computes alone. With "
+                        "--out, the path holds {seed}, e.g. --out runs/darts-s{seed}")
     s.add_argument("--subset", type=_nonneg_int("--subset"), metavar="N",
                    help="use only the first N training images (quick runs)")
     s.add_argument("--split", help="half (DARTS) | random (NB201): how the training images are "
@@ -139,8 +144,9 @@ def add_commands(subparsers) -> None:
                    help="an NB201 accuracy table: look the genotype up every epoch")
     s.add_argument("--out", metavar="DIR",
                    help="run directory (default runs/<space>-<method>-s<seed>-<time>/)")
-    s.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR from its last checkpoint (its config.json "
+    s.add_argument("--resume", metavar="RUN_DIR", nargs="+",
+                   help="continue the run in RUN_DIR from its last checkpoint (several: "
+                        "in lockstep, as --seeds runs them; its config.json "
                         "gives everything else; only --data, --device, --stop-after, "
                         "--checkpoint-minutes, --no-progress, --no-download, --deterministic, "
                         "--cuda-graphs, --compile and --channels-last may be given)")
@@ -498,152 +504,245 @@ _RESUME_OK = ("resume", "data", "device", "stop_after", "checkpoint_minutes", "n
               "deterministic", "no_download")
 
 
-def _search(args) -> int:
-    from ..ir.export import space_json
-    from ..ir.lower import compile_file
-    from ..methods.spec import space_family
-    from . import checkpoint as ckpt
-    from .datasets import DATASETS, load_dataset
-    from .loader import SearchData
-    from .loop import check_method, search
-    from .rundir import RunDir, _jsonable, versions
+@attrs.define
+class _Job:
+    """One search that ``dslnas search`` runs: its run directory, space, method and data."""
+    run: Any
+    ir: Any
+    method: Any
+    data: Any
+    seed: int
+    deterministic: bool
+    device: str
+    channels_last: bool
+    benchmark: Any = None
+    resume_state: dict | None = None
 
-    resume_state = None
+
+def _search(args) -> int:
     if args.stop_after is not None and args.stop_after < 1:
         raise _user_error(f"--stop-after must be >= 1, got {args.stop_after}")
+    datasets: dict = {}         # loaded once for all the runs that read them
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
                  if k not in _RESUME_OK and v is not None and v is not False and v != []]
         if given:
             raise _user_error(f"--resume takes the configuration from the run's config.json; "
                               f"do not combine it with {', '.join(given)}")
-        run = RunDir.open(args.resume)
-        run.lock()
-        if not run.checkpoint_path.exists():
-            raise _user_error(f"--resume {run.path}: the run stopped before its first "
-                              f"checkpoint, so there is nothing to resume; delete the folder "
-                              f"and start the search again")
-        config = run.read_config()
-        try:
-            method = method_from_dict(config["method"])
-            space_file = config["space_file"]
-            network = config["overrides"]["network"]
-            ds_conf = config["dataset"]
-            seed = int(config["seed"])
-            deterministic = bool(config["deterministic"])
-            bench_path = config.get("benchmark")
-        except (KeyError, TypeError, ValueError) as e:
-            raise _user_error(f"{run.path / 'config.json'}: incomplete or malformed ({e})") from None
-        if args.deterministic and not deterministic:
-            raise _user_error("--deterministic: the run was started without it; resume it as is")
-        ir = compile_file(space_file, network)
-        if json.loads(json.dumps(_jsonable(space_json(ir)))) != config.get("space"):
-            raise _user_error(f"the space {space_file} has changed since the run started; "
-                              f"resuming would search another space")
-        resume_state = ckpt.load(run.checkpoint_path)
-        dataset, subset = ds_conf["name"], ds_conf.get("subset")
-        root = args.data or ds_conf.get("root") or DEFAULT_DATA
-        norm = ds_conf.get("norm", "darts")
+        if len({Path(d).resolve() for d in args.resume}) < len(args.resume):
+            raise _user_error("--resume: a run directory is named twice")
+        jobs = [_resume_job(args, d, datasets) for d in args.resume]
     else:
-        if not args.space:
-            raise _user_error("give a SPACE.nas file (or --resume RUN_DIR)")
-        for flag, v, lo in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
-                            ("--subset", args.subset, 2), ("--seed", args.seed, 0)):
-            if v is not None and v < lo:
-                raise _user_error(f"{flag} must be >= {lo}, got {v}")
-        dataset = (args.dataset or "cifar10").lower().replace("-", "").replace("_", "")
-        if dataset not in DATASETS:
-            raise _user_error(f"unknown dataset {args.dataset!r}"
-                              f"{_did_you_mean(dataset, DATASETS)}; choose one of "
-                              f"{', '.join(DATASETS)}")
-        seed = 0 if args.seed is None else args.seed
-        deterministic = args.deterministic
-        subset = args.subset
-        root = args.data or DEFAULT_DATA
-        space_file = str(Path(args.space).resolve()) if Path(args.space).exists() else args.space
-        ir0 = compile_file(space_file)
-        family = space_family(ir0)
-        method, network, record = resolve_method(
-            args.method, args.method_file, args.set, family, dict(ir0.params),
-            epochs=args.epochs, batch_size=args.batch_size, split=args.split)
-        norm = "nb201" if family == "nb201" else "darts"
-        bench_path = args.benchmark
-        # the network's input and output follow the dataset unless the user set them
-        channels, classes = DATASET_SHAPES[dataset]
-        for key, want in (("in_channels", channels), ("classes", classes)):
-            if network.get(key, want) != want:
-                raise _user_error(f"--set {key}={network[key]}: dataset {dataset} has {want}")
-        network = {"in_channels": channels, "classes": classes, **network}
-        ir = compile_file(space_file, network)
-        check_method(ir, method)            # before the (maybe long) data loading
+        if args.seed is not None and args.seeds:
+            raise _user_error("give --seed or --seeds, not both")
+        seeds = args.seeds or [0 if args.seed is None else args.seed]
+        if len(set(seeds)) < len(seeds):
+            raise _user_error(f"--seeds: a seed is given twice ({' '.join(map(str, seeds))})")
+        if len(seeds) > 1 and args.out and "{seed}" not in args.out:
+            raise _user_error(f"--out {args.out}: with several seeds the path needs {{seed}}, "
+                              f"e.g. --out runs/nb201-darts-s{{seed}}")
+        if len(seeds) > 1 and args.out:     # every folder is free before any is made
+            for seed in seeds:
+                out = Path(args.out.replace("{seed}", str(seed)))
+                if out.exists() and (not out.is_dir() or any(out.iterdir())):
+                    raise _user_error(f"--out {out}: already exists and is not empty")
+        jobs = [_fresh_job(args, seed, datasets) for seed in seeds]
+    for what in ("device", "deterministic"):       # one process runs them together
+        if len({getattr(j, what) for j in jobs}) > 1:
+            raise _user_error(f"--resume: the runs differ in {what}; resume them one by one")
+    return _run_jobs(jobs, args)
+
+
+def _resume_job(args, resume_dir, datasets: dict) -> _Job:
+    from ..ir.export import space_json
+    from ..ir.lower import compile_file
+    from . import checkpoint as ckpt
+    from .rundir import RunDir, _jsonable
+
+    run = RunDir.open(resume_dir)
+    run.lock()
+    if not run.checkpoint_path.exists():
+        raise _user_error(f"--resume {run.path}: the run stopped before its first "
+                          f"checkpoint, so there is nothing to resume; delete the folder "
+                          f"and start the search again")
+    config = run.read_config()
+    try:
+        method = method_from_dict(config["method"])
+        space_file = config["space_file"]
+        network = config["overrides"]["network"]
+        ds_conf = config["dataset"]
+        seed = int(config["seed"])
+        deterministic = bool(config["deterministic"])
+        bench_path = config.get("benchmark")
+    except (KeyError, TypeError, ValueError) as e:
+        raise _user_error(f"{run.path / 'config.json'}: incomplete or malformed ({e})") from None
+    if args.deterministic and not deterministic:
+        raise _user_error("--deterministic: the run was started without it; resume it as is")
+    ir = compile_file(space_file, network)
+    if json.loads(json.dumps(_jsonable(space_json(ir)))) != config.get("space"):
+        raise _user_error(f"the space {space_file} has changed since the run started; "
+                          f"resuming would search another space")
+    resume_state = ckpt.load(run.checkpoint_path)
     # a resumed run keeps its device unless told otherwise (the data streams' generator states
     # are per device type)
-    device = _device(args.device or (config.get("device") if args.resume else None))
-    benchmark = _load_benchmark(bench_path, ir)     # fail early, before the data is loaded
-    if args.out and Path(args.out).exists() and (
-            not Path(args.out).is_dir() or any(Path(args.out).iterdir())):
-        RunDir.create(args.out, space=ir.name, method=method.name, seed=seed)   # raises
-
-    ds = load_dataset(dataset, Path(root).expanduser(), norm=norm,
-                      download=not args.no_download)
-    if (ds.in_channels, ds.num_classes) != DATASET_SHAPES[ds.name]:
-        raise _user_error(f"dataset {ds.name}: unexpected {ds.in_channels} channels and "
-                          f"{ds.num_classes} classes")
+    device = _device(args.device or config.get("device"))
+    benchmark = _load_benchmark(bench_path, ir)
+    ds = _dataset(datasets, ds_conf["name"], args.data or ds_conf.get("root") or DEFAULT_DATA,
+                  ds_conf.get("norm", "darts"), args.no_download)
     channels_last = bool(args.channels_last if args.channels_last is not None
-                         else args.resume and config.get("channels_last"))
-    data = SearchData.from_dataset(ds, batch_size=method.schedule.batch_size, device=device,
+                         else config.get("channels_last"))
+    data = _search_data(ds, method, device, seed, ds_conf.get("subset"), channels_last)
+    config["resumed"] = config.get("resumed", []) + [
+        {"at_epoch": int(resume_state.get("epoch", 0)), "device": device,
+         "channels_last": channels_last, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}]
+    config["channels_last"] = channels_last      # what the next resume keeps
+    run.write_config(config)
+    return _Job(run, ir, method, data, seed, deterministic, device, channels_last, benchmark,
+                resume_state)
+
+
+def _fresh_job(args, seed: int, datasets: dict) -> _Job:
+    from ..ir.export import space_json
+    from ..ir.lower import compile_file
+    from ..methods.spec import space_family
+    from .datasets import DATASETS
+    from .loop import check_method
+    from .rundir import RunDir, versions
+
+    if not args.space:
+        raise _user_error("give a SPACE.nas file (or --resume RUN_DIR)")
+    for flag, v, lo in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                        ("--subset", args.subset, 2), ("--seed", seed, 0)):
+        if v is not None and v < lo:
+            raise _user_error(f"{flag} must be >= {lo}, got {v}")
+    dataset = (args.dataset or "cifar10").lower().replace("-", "").replace("_", "")
+    if dataset not in DATASETS:
+        raise _user_error(f"unknown dataset {args.dataset!r}"
+                          f"{_did_you_mean(dataset, DATASETS)}; choose one of "
+                          f"{', '.join(DATASETS)}")
+    root = args.data or DEFAULT_DATA
+    space_file = str(Path(args.space).resolve()) if Path(args.space).exists() else args.space
+    ir0 = compile_file(space_file)
+    family = space_family(ir0)
+    method, network, record = resolve_method(
+        args.method, args.method_file, args.set, family, dict(ir0.params),
+        epochs=args.epochs, batch_size=args.batch_size, split=args.split)
+    norm = "nb201" if family == "nb201" else "darts"
+    # the network's input and output follow the dataset unless the user set them
+    channels, classes = DATASET_SHAPES[dataset]
+    for key, want in (("in_channels", channels), ("classes", classes)):
+        if network.get(key, want) != want:
+            raise _user_error(f"--set {key}={network[key]}: dataset {dataset} has {want}")
+    network = {"in_channels": channels, "classes": classes, **network}
+    ir = compile_file(space_file, network)
+    check_method(ir, method)            # before the (maybe long) data loading
+    device = _device(args.device)
+    benchmark = _load_benchmark(args.benchmark, ir)     # fail early, before the data is loaded
+    out = args.out.replace("{seed}", str(seed)) if args.out else None
+    if out and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        RunDir.create(out, space=ir.name, method=method.name, seed=seed)   # raises
+    ds = _dataset(datasets, dataset, root, norm, args.no_download)
+    channels_last = bool(args.channels_last)
+    data = _search_data(ds, method, device, seed, args.subset, channels_last)
+    run = RunDir.create(out, space=ir.name, method=method.name, seed=seed)
+    run.lock()
+    run.write_config({
+        "space_file": space_file,
+        "space": space_json(ir),
+        "family": family,
+        "method": method_to_dict(method),
+        "overrides": {**record, "network": network},
+        "seed": seed,
+        "deterministic": args.deterministic,
+        "dataset": {"name": ds.name, "root": str(Path(root).expanduser()), "norm": norm,
+                    "subset": args.subset, "split": method.schedule.split, "split_seed": 0,
+                    "train_images": data.train.num_samples,
+                    "val_images": data.val.num_samples,
+                    "image_size": ds.image_size, "classes": ds.num_classes},
+        "device": device,
+        "channels_last": channels_last,
+        "benchmark": str(Path(args.benchmark).resolve()) if args.benchmark else None,
+        "versions": versions(),
+        "argv": sys.argv[1:],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+    return _Job(run, ir, method, data, seed, args.deterministic, device, channels_last,
+                benchmark)
+
+
+def _dataset(cache: dict, name: str, root, norm: str, no_download: bool):
+    from .datasets import load_dataset
+    key = (name, str(Path(root).expanduser()), norm)
+    if key not in cache:
+        ds = load_dataset(name, Path(root).expanduser(), norm=norm, download=not no_download)
+        if (ds.in_channels, ds.num_classes) != DATASET_SHAPES[ds.name]:
+            raise _user_error(f"dataset {ds.name}: unexpected {ds.in_channels} channels and "
+                              f"{ds.num_classes} classes")
+        cache[key] = ds
+    return cache[key]
+
+
+def _search_data(ds, method, device: str, seed: int, subset, channels_last: bool):
+    from .loader import SearchData
+    return SearchData.from_dataset(ds, batch_size=method.schedule.batch_size, device=device,
                                    split=method.schedule.split, split_seed=0, seed=seed,
                                    subset=subset, channels_last=channels_last)
 
-    if args.resume:
-        config["resumed"] = config.get("resumed", []) + [
-            {"at_epoch": int(resume_state.get("epoch", 0)), "device": device,
-             "channels_last": channels_last, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}]
-        config["channels_last"] = channels_last      # what the next resume keeps
-        run.write_config(config)
-    else:
-        run = RunDir.create(args.out, space=ir.name, method=method.name, seed=seed)
-        run.lock()
-        run.write_config({
-            "space_file": space_file,
-            "space": space_json(ir),
-            "family": family,
-            "method": method_to_dict(method),
-            "overrides": {**record, "network": network},
-            "seed": seed,
-            "deterministic": deterministic,
-            "dataset": {"name": ds.name, "root": str(Path(root).expanduser()), "norm": norm,
-                        "subset": subset, "split": method.schedule.split, "split_seed": 0,
-                        "train_images": data.train.num_samples,
-                        "val_images": data.val.num_samples,
-                        "image_size": ds.image_size, "classes": ds.num_classes},
-            "device": device,
-            "channels_last": channels_last,
-            "benchmark": str(Path(bench_path).resolve()) if bench_path else None,
-            "versions": versions(),
-            "argv": sys.argv[1:],
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        })
-    print(f"run directory: {run.path}", file=sys.stderr)
-    with run, _stop_signals(run.path) as should_stop:
-        result = search(ir, method, data, run, device=device, seed=seed,
-                        deterministic=deterministic, resume_state=resume_state,
-                        benchmark=benchmark, progress=not args.no_progress,
-                        stop_after=args.stop_after, channels_last=channels_last,
-                        cuda_graphs=args.cuda_graphs, fused=args.fused,
-                        compile_cells=args.compile_cells,
-                        checkpoint_every=60.0 * args.checkpoint_minutes or None,
-                        should_stop=should_stop)
-    _summary(result, method, ir, run)
-    if result.interrupted is not None:        # as the signal's default would: 130 / 143
-        return 128 + int(getattr(signal, result.interrupted, signal.SIGINT))
+
+def _run_jobs(jobs: list[_Job], args) -> int:
+    """Run the searches: one as it is, several in lockstep (one CUDA stream each); then each
+    one's summary. The exit code is 128 + the signal's number when a signal stopped them."""
+    from contextlib import ExitStack
+    from functools import partial
+
+    from .lockstep import Lockstep
+    from .loop import search
+
+    several = len(jobs) > 1
+    for job in jobs:
+        print(f"run directory: {job.run.path}", file=sys.stderr)
+
+    def one(job: _Job, should_stop, pass_baton=None):
+        log = None
+        if several:     # every line says whose it is
+            name = job.run.path.name
+            log = lambda line: print(f"[{name}] {line}", file=sys.stderr, flush=True)  # noqa: E731
+        return search(job.ir, job.method, job.data, job.run, device=job.device, seed=job.seed,
+                      deterministic=job.deterministic, resume_state=job.resume_state,
+                      benchmark=job.benchmark, progress=not (args.no_progress or several),
+                      stop_after=args.stop_after, channels_last=job.channels_last,
+                      cuda_graphs=args.cuda_graphs,
+                      fused=args.fused,
+                      compile_cells=args.compile_cells,
+                      checkpoint_every=60.0 * args.checkpoint_minutes or None,
+                      should_stop=should_stop, log=log, after_iteration=pass_baton)
+
+    with ExitStack() as stack:
+        for job in jobs:
+            stack.enter_context(job.run)
+        should_stop = stack.enter_context(_stop_signals([j.run.path for j in jobs]))
+        if several:
+            results = Lockstep(jobs[0].device).run([partial(one, j, should_stop) for j in jobs])
+        else:
+            results = [one(jobs[0], should_stop)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    for job, result in zip(jobs, results):
+        if not isinstance(result, BaseException):
+            _summary(result, job.method, job.ir, job.run)
+        elif len(errors) < len(jobs):
+            print(f"{job.run.path}: failed: {result}", file=sys.stderr)
+    if errors:
+        raise errors[0]
+    stopped = [r.interrupted for r in results if r.interrupted is not None]
+    if stopped:                     # as the signal's default would: 130 / 143
+        return 128 + int(getattr(signal, stopped[0], signal.SIGINT))
     return 0
 
 
 @contextmanager
-def _stop_signals(run_dir):
-    """Ctrl-C (SIGINT) and SIGTERM ask the search to stop after its current step, with a
-    checkpoint; a second one stops at once (the last checkpoint stays). Yields ``should_stop``."""
+def _stop_signals(run_dirs: list[Path]):
+    """Ctrl-C (SIGINT) and SIGTERM ask the searches to stop after their current step, with a
+    checkpoint; a second one stops at once (the last checkpoints stay). Yields ``should_stop``."""
     from .checkpoint import CHECKPOINT_NAME
     asked: list[str] = []
 
@@ -658,12 +757,13 @@ def _stop_signals(run_dir):
     try:
         yield lambda: asked[0] if asked else None
     except KeyboardInterrupt:
-        if (Path(run_dir) / CHECKPOINT_NAME).exists():
-            print(f"the last checkpoint stays; continue with: dslnas search --resume {run_dir}",
-                  file=sys.stderr)
-        else:
-            print(f"stopped before the first checkpoint; {run_dir} holds nothing to resume",
-                  file=sys.stderr)
+        for run_dir in run_dirs:
+            if (Path(run_dir) / CHECKPOINT_NAME).exists():
+                print(f"the last checkpoint stays; continue with: dslnas search --resume "
+                      f"{run_dir}", file=sys.stderr)
+            else:
+                print(f"stopped before the first checkpoint; {run_dir} holds nothing to resume",
+                      file=sys.stderr)
         raise
     finally:
         for sig, h in old.items():

@@ -717,7 +717,8 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
            log: Callable[[str], None] | None = None,
            cuda_graphs: bool | None = None, fused: bool | None = None,
            compile_cells: bool | None = None, checkpoint_every: float | None = None,
-           should_stop: Callable[[], str | None] | None = None) -> SearchResult:
+           should_stop: Callable[[], str | None] | None = None,
+           after_iteration: Callable[[], None] | None = None) -> SearchResult:
     """Search ``ir`` with ``method`` on ``data``, writing into ``run``; see the module doc.
 
     ``resume_state``: a checkpoint dict (``checkpoint.load``) to continue from. ``benchmark``: a
@@ -738,6 +739,8 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
     ends of epochs); a resume goes on from the iteration after the save, exactly.
     ``should_stop``: asked after every iteration; a reason (e.g. ``"SIGTERM"``) makes the search
     save a checkpoint there and return unfinished, with ``interrupted`` set to it.
+    ``after_iteration``: called after every iteration, before anything else (``Lockstep``
+    hands the turn to the next search there).
     """
     device = torch.device(device)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -774,6 +777,8 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
 
         def on_step() -> None:
             """After each iteration: the bar, a checkpoint when due, a stop when asked."""
+            if after_iteration is not None:
+                after_iteration()
             if bar is not None:
                 bar.update(1)
             clock["done"] += 1
