@@ -390,6 +390,7 @@ class Job:
     epochs_before: int = 0
     killed: str = ""                       # why this script stopped it ("at the budget")
     outcome: str = ""
+    group: list[str] = field(default_factory=list)   # the names of its process's searches
 
     @property
     def name(self) -> str:
@@ -397,21 +398,46 @@ class Job:
 
     @property
     def log(self) -> Path:
-        """The search's output, beside its run folder (which the search must create itself)."""
-        return self.run_dir.with_name(self.name + ".log")
+        """The output of the search's process, beside its run folder (which the search must
+        create itself); one log for the searches of one lockstep process."""
+        names = self.group or [self.name]
+        name = names[0] if len(names) == 1 else self.method + "-s" + "-".join(
+            n.rsplit("-s", 1)[1] for n in names)
+        return self.run_dir.with_name(name + ".log")
 
 
-def search_command(job: Job, args) -> list[str]:
-    """The child's command line (run in the repo root)."""
+def search_command(jobs: Job | list[Job], args) -> list[str]:
+    """The child's command line (run in the repo root): one search, or several of one method
+    and mode in lockstep (``dslnas search --seeds`` / ``--resume`` of several folders)."""
+    jobs = [jobs] if isinstance(jobs, Job) else jobs
     base = [sys.executable, "-m", "dslnas.cli", "search"]
-    if job.mode == "resume":       # the rest comes from the run's config.json
-        return base + ["--resume", repo_arg(job.run_dir), "--data", repo_arg(args.data),
+    if jobs[0].mode == "resume":       # the rest comes from the runs' config.json
+        return base + ["--resume", *(repo_arg(j.run_dir) for j in jobs),
+                       "--data", repo_arg(args.data),
                        "--device", args.device, "--no-progress", "--no-download"]
-    return base + [repo_arg(SPACE), "--method", job.method, "--seed", str(job.seed),
-                   "--out", repo_arg(job.run_dir), "--data", repo_arg(args.data),
+    job = jobs[0]
+    if len(jobs) == 1:
+        seeds, out = ["--seed", str(job.seed)], repo_arg(job.run_dir)
+    else:
+        seeds = ["--seeds", *(str(j.seed) for j in jobs)]
+        out = repo_arg(job.run_dir.parent / f"{job.method}-s{{seed}}")
+    return base + [repo_arg(SPACE), "--method", job.method, *seeds,
+                   "--out", out, "--data", repo_arg(args.data),
                    "--benchmark", repo_arg(args.benchmark), "--device", args.device,
                    "--dataset", args.dataset, "--no-download", "--no-progress",
                    *shlex.split(args.search_args or "")]
+
+
+def lockstep_groups(jobs: list[Job], lockstep: bool) -> list[list[Job]]:
+    """The processes to start, in queue order: one per search, or with ``lockstep`` one per
+    method and mode (fresh or resumed) holding all of its searches in the queue."""
+    if not lockstep:
+        return [[j] for j in jobs]
+    groups: dict[tuple[str, str], list[Job]] = {}
+    for job in jobs:
+        mode = "resume" if run_state(job.run_dir).status == "partial" else "fresh"
+        groups.setdefault((job.method, mode), []).append(job)
+    return list(groups.values())
 
 
 class Runner:
@@ -423,7 +449,7 @@ class Runner:
         self.args, self.out, self.hook = args, out, hook
         self.t0 = time.monotonic() if t0 is None else t0
         self.kill_at = (self.t0 + args.budget - args.margin) if args.budget is not None else None
-        self.pending = list(jobs)
+        self.pending = lockstep_groups(jobs, args.lockstep)   # one process each
         self.running: list[Job] = []
         self.failed: list[Job] = []
         self.device_name = device_name(args.device)
@@ -438,40 +464,53 @@ class Runner:
     def time_left(self) -> float:
         return math.inf if self.kill_at is None else self.kill_at - time.monotonic()
 
-    def start(self, job: Job) -> None:
-        state = run_state(job.run_dir)
+    def processes(self) -> int:
+        return len({id(j.proc) for j in self.running})
+
+    def start(self, group: list[Job]) -> None:
+        """Start one process for the searches of ``group`` (all fresh or all resumed)."""
+        states = [run_state(job.run_dir) for job in group]
+        names = [job.name for job in group]
+        log_file = None
         try:
-            if state.status == "partial":
-                job.mode = "resume"
-                job.epochs_before = state.epochs
-                repoint_config(job.run_dir, self.args.benchmark)
-                for p in job.run_dir.glob(f".{CHECKPOINT}.*.tmp"):   # a kill mid-save
-                    p.unlink()
-            else:
-                job.mode = "fresh"
-                clear_for_fresh_start(job.run_dir)
-            job.command = search_command(job, self.args)
-            job.log_file = open(job.log, "ab")
-            job.started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
-            job.log_file.write(
-                f"\n=== reproduce_nb201 {job.started_at}: {job.mode}, K={self.args.parallel}, "
-                f"device {self.args.device}: {shown_command(job.command)}\n".encode())
-            job.log_file.flush()
-            job.started = time.monotonic()
-            job.proc = subprocess.Popen(job.command, cwd=REPO, stdout=job.log_file,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=self.env,
-                                        process_group=0)
+            for job, state in zip(group, states):
+                job.group = names if len(group) > 1 else []
+                if state.status == "partial":
+                    job.mode = "resume"
+                    job.epochs_before = state.epochs
+                    repoint_config(job.run_dir, self.args.benchmark)
+                    for p in job.run_dir.glob(f".{CHECKPOINT}.*.tmp"):   # a kill mid-save
+                        p.unlink()
+                else:
+                    job.mode = "fresh"
+                    clear_for_fresh_start(job.run_dir)
+            command = search_command(group, self.args)
+            log_file = open(group[0].log, "ab")
+            started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
+            log_file.write(
+                f"\n=== reproduce_nb201 {started_at}: {group[0].mode}, K={self.args.parallel}"
+                f"{', lockstep' if len(group) > 1 else ''}, device {self.args.device}: "
+                f"{shown_command(command)}\n".encode())
+            log_file.flush()
+            started = time.monotonic()
+            proc = subprocess.Popen(command, cwd=REPO, stdout=log_file,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=self.env, process_group=0)
         except (OSError, RuntimeError) as e:
-            job.outcome = "failed"
-            self.failed.append(job)
-            self.out(f"{self.clock()} {job.name}: FAILED to start: {e}")
-            if job.log_file:
-                job.log_file.close()
+            for job in group:
+                job.outcome = "failed"
+                self.failed.append(job)
+                self.out(f"{self.clock()} {job.name}: FAILED to start: {e}")
+            if log_file:
+                log_file.close()
             return
-        what = f"resume at epoch {state.epochs}" if job.mode == "resume" else "fresh"
-        self.out(f"{self.clock()} {job.name}: start ({what})")
-        self.running.append(job)
+        for job, state in zip(group, states):
+            job.command, job.log_file, job.proc = command, log_file, proc
+            job.started_at, job.started = started_at, started
+            what = f"resume at epoch {state.epochs}" if job.mode == "resume" else "fresh"
+            together = f", in lockstep with {len(group) - 1} more" if len(group) > 1 else ""
+            self.out(f"{self.clock()} {job.name}: start ({what}{together})")
+            self.running.append(job)
 
     def finish(self, job: Job) -> None:
         """Say how the search ended and note the session in its reproduce.json."""
@@ -505,7 +544,8 @@ class Runner:
         if job.mode == "fresh":
             side["search_command"] = shown_command(job.command)
         side.setdefault("sessions", []).append({
-            "mode": job.mode, "parallel": self.args.parallel, "device": self.args.device,
+            "mode": job.mode, "parallel": self.args.parallel,
+            "lockstep": len(job.group) or 1, "device": self.args.device,
             "device_name": self.device_name, "host": platform.node(),
             "commit": self.commit, "started": job.started_at, "wall_s": round(wall, 2),
             "epochs_before": job.epochs_before, "epochs_after": state.epochs, "exit": rc,
@@ -544,7 +584,7 @@ class Runner:
                              f"{', '.join(j.name for j in self.running)}")
                 self.stop_all()
                 return
-            while self.pending and len(self.running) < args.parallel:
+            while self.pending and self.processes() < args.parallel:
                 if self.time_left() < args.min_start:
                     self.out(f"{self.clock()} {self.time_left():.0f} s left (< --min-start "
                              f"{args.min_start:g} s): starting no more searches")
@@ -600,11 +640,13 @@ def cmd_run(args, hook: Callable[[Runner], None] | None = None,
         else:
             todo.append(job)
     if args.dry_run:
-        for job in todo:
-            job.mode = "resume" if run_state(job.run_dir).status == "partial" else "fresh"
-            out(f"would {job.mode}: {shown_command(search_command(job, args))}")
+        for group in lockstep_groups(todo, args.lockstep):
+            for job in group:
+                job.mode = "resume" if run_state(job.run_dir).status == "partial" else "fresh"
+            out(f"would {group[0].mode}: {shown_command(search_command(group, args))}")
         return 0
     out(f"{len(todo)} of {len(jobs)} searches to run, {args.parallel} at a time"
+        + (" (processes, each running a method's seeds in lockstep)" if args.lockstep else "")
         + (f", budget {args.budget:g} s (stop at {args.budget - args.margin:g} s)"
            if args.budget is not None else ""))
     cache_dir = runs / COMPILE_CACHE
@@ -933,6 +975,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start no search with less than this left before the stop (default 60)")
     r.add_argument("--parallel", "-K", type=int, default=1, metavar="K",
                    help="searches at once on the device (default 1)")
+    r.add_argument("--lockstep", action="store_true",
+                   help="run all queued seeds of a method in one process (dslnas search "
+                        "--seeds: one CUDA stream each, the GPU overlaps them); --parallel "
+                        "then counts processes")
     r.add_argument("--device", default="cuda", choices=("cuda", "cpu", "auto"))
     r.add_argument("--dataset", default="cifar10", help="search dataset (default cifar10)")
     r.add_argument("--search-args", metavar="'ARGS'", help="more arguments for fresh "

@@ -9,6 +9,7 @@ import argparse
 import importlib.util
 import itertools
 import json
+import shlex
 import shutil
 import statistics
 import sys
@@ -202,6 +203,49 @@ def test_no_search_starts_without_min_start_seconds_left(tmp_path, table):
     assert not (tmp_path / "runs" / "darts-s0").exists()
 
 
+def test_lockstep_runs_a_methods_seeds_in_one_process_and_resumes_them_together(tmp_path,
+                                                                                 table):
+    bench, _ = table
+    runs = tmp_path / "runs"
+    job = ["--methods", "darts", "--seeds", "0", "1", "--lockstep"]
+    dirs = [runs / "darts-s0", runs / "darts-s1"]
+
+    def stop_after_first_checkpoints(runner):
+        if all((d / "checkpoint.pt").exists() and rn.read_metrics(d) for d in dirs):
+            runner.kill_at = time.monotonic()
+
+    lines: list[str] = []
+    args = run_args(runs, tmp_path, bench, *job, "--budget", "600", "--margin", "0", epochs=4)
+    assert rn.cmd_run(args, hook=stop_after_first_checkpoints, out=lines.append) == 0
+    text = "\n".join(lines)
+    assert "darts-s0: start (fresh, in lockstep with 1 more)" in text
+    assert "darts-s1: start (fresh, in lockstep with 1 more)" in text
+    log = (runs / "darts-s0-1.log").read_text()          # one process, one log
+    assert log.count("=== reproduce_nb201") == 1 and "--seeds 0 1" in log
+    assert f"--out {shlex.quote(str(runs / 'darts-s{seed}'))}" in log
+    assert all(rn.run_state(d).status == "partial" for d in dirs), text
+
+    more: list[str] = []
+    args = run_args(runs, tmp_path, bench, *job, epochs=4)
+    assert rn.cmd_run(args, out=more.append) == 0, "\n".join(more)
+    log = (runs / "darts-s0-1.log").read_text()
+    assert log.count("=== reproduce_nb201") == 2
+    assert f"--resume {dirs[0]} {dirs[1]}" in log
+    for d in dirs:
+        assert rn.run_state(d).status == "finished"
+        side = json.loads((d / "reproduce.json").read_text())
+        assert [(s["mode"], s["lockstep"]) for s in side["sessions"]] == \
+            [("fresh", 2), ("resume", 2)]
+
+    # each seed searched what it searches alone
+    alone = tmp_path / "alone"
+    args = run_args(alone, tmp_path, bench, "--methods", "darts", "--seeds", "1", epochs=4)
+    assert rn.cmd_run(args, out=[].append) == 0
+    drop = ("seconds", "elapsed")
+    strip = lambda d: [{k: v for k, v in r.items() if k not in drop} for r in rn.read_metrics(d)]  # noqa: E731
+    assert strip(alone / "darts-s1") == strip(dirs[1])
+
+
 # ---- pieces ---------------------------------------------------------------------------------
 
 def test_queue_is_seed_major(tmp_path, table):
@@ -230,6 +274,28 @@ def test_commands_fresh_and_resume(tmp_path):
     assert rn.search_command(job, args)[4:] == [
         "--resume", str(job.run_dir), "--data", str(tmp_path / "d"), "--device", "cuda",
         "--no-progress", "--no-download"]
+
+
+def test_lockstep_groups_and_commands(tmp_path):
+    args = rn.build_parser().parse_args([
+        "run", "--runs", str(tmp_path), "--data", str(tmp_path / "d"), "--benchmark",
+        str(tmp_path / "t.csv")])
+    jobs = [rn.Job(m, s, tmp_path / f"{m}-s{s}") for s in (0, 1) for m in ("darts", "drnas")]
+    (tmp_path / "drnas-s1").mkdir()
+    (tmp_path / "drnas-s1" / "checkpoint.pt").write_bytes(b"x")      # partial: resumed
+    groups = rn.lockstep_groups(jobs, True)
+    assert [[j.name for j in g] for g in groups] == \
+        [["darts-s0", "darts-s1"], ["drnas-s0"], ["drnas-s1"]]
+    assert [[j.name] for j in jobs] == [[j.name for j in g] for g in rn.lockstep_groups(jobs, False)]
+    for j in groups[0]:
+        j.mode = "fresh"
+    text = rn.shown_command(rn.search_command(groups[0], args))
+    assert f"--method darts --seeds 0 1 --out {shlex.quote(str(tmp_path / 'darts-s{seed}'))} " \
+        in text
+    for j in groups[0]:
+        j.mode = "resume"
+    assert rn.search_command(groups[0], args)[4:7] == [
+        "--resume", str(tmp_path / "darts-s0"), str(tmp_path / "darts-s1")]
 
 
 def test_mean_and_sample_std():
