@@ -168,3 +168,21 @@ def test_bad_seed_lists_exit_2_before_anything_is_written(tmp_path, capsys, extr
 def test_resume_refuses_a_run_named_twice(tmp_path, capsys):
     code, _, err = _cli(capsys, "search", "--resume", tmp_path / "a", tmp_path / "a")
     assert code == 2 and "named twice" in err
+
+
+def test_lockstep_speed_script_counts_every_iteration(tmp_path, capsys):
+    import importlib.util
+    path = NB201.parents[1] / "benchmarks" / "lockstep_speed.py"
+    spec = importlib.util.spec_from_file_location("lockstep_speed", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "rows.json"
+    assert mod.main(["--device", "cpu", "--set", "C=4", "--set", "N=1", "--ks", "1", "3",
+                     "--iters", "2", "--warmup", "1", "--batch-size", "8",
+                     "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["k"], r["iterations"]) for r in rows] == [(1, 3), (3, 9)]
+    for r in rows:
+        assert r["round_ms"] > 0 and r["iteration_ms"] == pytest.approx(r["round_ms"] / r["k"])
+    assert rows[0]["throughput"] == 1.0
+    assert "| 3 |" in capsys.readouterr().out
