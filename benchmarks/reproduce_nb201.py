@@ -29,22 +29,30 @@ Here, once (git-ignored folders; derived data is never committed)::
         .device-data/cifar10-jpeg.npz        # 18.4 MB instead of 55.8: same arrays, deflated
 
 Each call installs the wheels (``.whl/``: lark and graphviz, which the device image lacks),
-rebuilds CIFAR-10 from its JPEG copy (6 s) and runs the queue::
+rebuilds CIFAR-10 from its JPEG copy (6 s), runs the queue, and packs what comes back into one
+tar in 15 MiB parts (the compile cache alone is 39.9 MB on an H200, over $OUT's 16 MiB a file,
+and a call may bring back more than $OUT's 8 files)::
 
-    run(carry=[".whl", ".device-data", ".device-cache", "runs/nb201"], timeout_s=590, command=
+    run(carry=[".whl", ".device-data", ".device-cache", "runs/nb201"], timeout_s=600, command=
         "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade "
         "--target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 && "
         "python3 .device-data/cifar10_from_jpeg.py .device-data/cifar10-jpeg.npz "
-        "data/cifar-10-batches-py && "
+        "data/cifar-10-batches-py && mkdir -p $OUT/c && "
         "python3 benchmarks/reproduce_nb201.py run --runs runs/nb201 --data data "
-        "--benchmark .device-data/nb201-test-accuracy.csv --methods M --seeds S "
-        "--budget 560 --margin 25 --device cuda --commit HASH --collect $OUT "
-        "--collect-checkpoints --compile-cache .device-cache/compile-cache.tgz")
+        "--benchmark .device-data/nb201-test-accuracy.csv --methods M --seeds S [--lockstep] "
+        "--budget 550 --margin 25 --device cuda --commit HASH --collect $OUT/c "
+        "--collect-checkpoints --compile-cache .device-cache/compile-cache.tgz 2>&1 | "
+        "tee $OUT/log.txt; cp runs/nb201/*.log $OUT/c/; "
+        "cd $OUT && tar cf - c | split -b 15M - runs.tar.part && rm -rf c")
 
-then, here, copy each ``FILES_AT/<method>-s<seed>/`` into ``runs/nb201/`` (an unfinished search
-resumes from its checkpoint in the next call; ``run`` points its config at the new checkout) and
-``FILES_AT/compile-cache.tgz`` into ``.device-cache/``. HASH is ``git rev-parse HEAD`` here (the
-device's copy of the tree has no .git).
+then, here, ``cat FILES_AT/runs.tar.part* | tar xf - -C DIR`` and copy each
+``DIR/c/<method>-s<seed>/`` into ``runs/nb201/`` (an unfinished search resumes from its
+checkpoint in the next call; ``run`` points its config at the new checkout) and
+``DIR/c/compile-cache.tgz`` into ``.device-cache/``. HASH is ``git rev-parse HEAD`` here (the
+device's copy of the tree has no .git). A machine stays warm 30 s after a call and keeps its
+disk: a second call made at once finds ``runs/nb201`` (compile cache included) still there, so
+it carries only ``.whl``, ``.device-data`` and ``.device-cache`` (a carried ``runs/nb201``
+would replace the one on the device).
 
 * Budget: --margin seconds before --budget, counted from the script's start, the searches get
   SIGTERM: each finishes its current step, saves a checkpoint there (inside the epoch) and stops
@@ -52,15 +60,15 @@ device's copy of the tree has no .git).
   data and the copies. So even an epoch longer than a call (idarts-ift's eager inner loop)
   advances from call to call.
 * Compile cache: a cold NB201 search spends minutes in torch.compile before its first epoch
-  (docs/performance.md); TorchInductor's cache (graphs and Triton kernels, keyed by the code,
-  the torch version and the GPU) makes later compiles of the same cells seconds, so after the
-  first call a whole search can fit one call. A cache made on another GPU model or torch
-  version is simply not hit.
-* What fits: the working tree, the wheels and the data take ≈ 21 MB of the 64 MiB carried in;
-  each unfinished search's checkpoint 13.9 MB, the compile cache what ``run`` prints. Each
-  search of the call brings back 4 files (finished: metrics, config, reproduce.json, genotype;
-  unfinished: the first three and its checkpoint), the compile cache one more: with 8 files at
-  most, one search per call with the cache, two without (a warning says when more were written).
+  (H200: the first epoch took 214 s, later ones 8.1 s); with TorchInductor's cache warm (keyed
+  by the code, the torch version and the GPU) the first epoch took 20-23 s. A cache made on
+  another GPU model or torch version is simply not hit.
+* What fits in the 64 MiB carried in: the working tree, the wheels and the data ≈ 21 MB; then
+  either the compile cache (39.9 MB) or up to three unfinished searches' checkpoints (13.9 MB
+  each), not both.
+* ``--lockstep``: the queued seeds of a method run in one process (``dslnas search --seeds``,
+  one CUDA stream each; docs/architecture.md); ``--parallel`` then counts such processes. What
+  it gains on a GPU is measured by ``benchmarks/lockstep_speed.py``.
 
 Resuming also works where the disk stays (a workstation): call ``run`` again with the same
 --runs.
