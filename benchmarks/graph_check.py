@@ -7,7 +7,10 @@ differences of weights / alphas / buffers / metric sums and the ms per iteration
 
 Three runs per method, each from a fresh Searcher with the same seed (so the same weights, α
 and CUDA RNG stream), over the same random CIFAR-shaped batches: ``--frozen`` iterations with α
-frozen (the warm-up graph), then ``--iters`` normal ones (the arch+weights graph):
+frozen (the warm-up graph), then ``--iters`` normal ones (the arch+weights graph); for a method
+with an inner loop (idarts-ift, ``inner_steps`` T > 1) the steps follow its epoch instead: T
+weights-only steps, then an architecture-only one (a val-only one while frozen), so each of its
+graph kinds is captured and compared:
 
 * eager:   ``Searcher.weight_step`` / ``arch_step`` (what runs without graphs; float lr);
 * twin:    ``GraphedStep(capture=False)``: the factored iteration, tensor lr, no graphs;
@@ -34,9 +37,22 @@ from dslnas.search.graphs import Batch, GraphedStep
 from dslnas.search.loop import Searcher
 
 
-def eager_iteration(s: Searcher, b: Batch, do_arch: bool, frozen: bool) -> None:
+def eager_iteration(s: Searcher, b: Batch, **kind) -> None:
     """The body of Searcher.train_epoch's loop without graphs."""
-    s.iteration(*b, do_arch=do_arch, frozen=frozen)
+    s.iteration(*b, **kind)
+
+
+def iteration_kind(i: int, frozen: int, inner_steps: int) -> dict:
+    """What ``Searcher.train_epoch`` runs as its ``i``-th step, with α frozen for the first
+    ``frozen`` iterations. With ``inner_steps`` T > 1 (idarts-ift's inner loop) a cycle of T + 1
+    steps: T weights-only steps, then an architecture-only step (a val-only one while frozen),
+    so every graph kind of the inner loop is captured and replayed."""
+    is_frozen = i < frozen
+    if inner_steps <= 1:
+        return dict(do_arch=not is_frozen, frozen=is_frozen)
+    if i % (inner_steps + 1) < inner_steps:
+        return dict(do_arch=False, frozen=False)
+    return dict(do_arch=not is_frozen, frozen=is_frozen, weights=False)
 
 
 def snapshot(s: Searcher) -> dict[str, dict[str, torch.Tensor]]:
@@ -76,16 +92,15 @@ def run(kind: str, ir, method, batches, frozen: int, measure: int, seed: int):
         step.begin_epoch()
     times = []
     for i, b in enumerate(batches):
-        is_frozen = i < frozen
-        do_arch = not is_frozen
+        kind_i = iteration_kind(i, frozen, int(method.schedule.inner_steps))
         timed = i >= len(batches) - measure
         if timed:
             torch.cuda.synchronize()
             t0 = time.perf_counter()
         if step is None:
-            eager_iteration(s, b, do_arch, is_frozen)
+            eager_iteration(s, b, **kind_i)
         else:
-            step.step(b, do_arch=do_arch, frozen=is_frozen)
+            step.step(b, **kind_i)
         if timed:
             torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)

@@ -249,3 +249,24 @@ def test_search_with_cuda_graphs_on_cpu_is_the_eager_search(tmp_path, digits, ir
     strip = [{k: v for k, v in r.items() if k not in ("seconds", "elapsed")} for r in
              (*a.history, *b.history)]
     assert strip[:2] == strip[2:]
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_graph_check_drives_the_inner_loop_step_kinds_of_the_search(ir, digits, frozen):
+    # benchmarks/graph_check.py must replay idarts-ift's epoch as the search runs it, or its
+    # GPU comparison would never capture the weights-only / architecture-only / val-only graphs
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "graph_check.py"
+    mod_spec = importlib.util.spec_from_file_location("graph_check", path)
+    graph_check = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(graph_check)
+    method = spec("idarts-ift", batch_size=16)
+    T = int(method.schedule.inner_steps)
+    s = Searcher(ir, method, seed=0)
+    data = data_for(digits, method)
+    kinds = []
+    s._inner_loop_epoch(data, T, frozen, lambda *b, **kind: kinds.append(kind), None)
+    assert T > 1 and len(data.val) == 3 and len(kinds) == 3 * (T + 1)
+    everything_frozen = len(kinds) if frozen else 0
+    assert kinds == [graph_check.iteration_kind(i, everything_frozen, T)
+                     for i in range(len(kinds))]
