@@ -505,6 +505,43 @@ def test_sigterm_stops_a_search_after_its_step_and_resume_finishes_it(tmp_path):
     _resume_matches_the_uninterrupted_run(tmp_path, 4)
 
 
+def _open_fds_to(path: Path) -> list[str]:
+    import os
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                fds.append(fd)
+        except OSError:                                   # the listing's own fd, now closed
+            pass
+    return fds
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("code", ["ENOLCK", "EOPNOTSUPP", "EIO"])
+def test_a_lock_that_fails_says_why_and_closes_its_file(tmp_path, monkeypatch, capsys, code):
+    import errno
+    import fcntl
+    import os
+    from dslnas.search.rundir import LOCK, RunDir, RunDirError
+    number = getattr(errno, code)
+
+    def flock(f, op):
+        raise OSError(number, os.strerror(number))
+    monkeypatch.setattr(fcntl, "flock", flock)
+    run_dir = RunDir(tmp_path)
+    if code == "EIO":                                     # a real error: say which
+        with pytest.raises(RunDirError, match=f"cannot lock {tmp_path / LOCK}: "
+                                              f"{os.strerror(number)}"):
+            run_dir.lock()
+    else:                                                 # no locks here: go on, unguarded
+        run_dir.lock()
+        err = capsys.readouterr().err
+        assert "cannot be locked" in err and os.strerror(number) in err
+        assert "in use" not in err
+    assert _open_fds_to(tmp_path / LOCK) == []
+
+
 def test_a_run_folder_is_held_by_one_search_at_a_time(tmp_path, capsys, two_epoch_run):
     from dslnas.search.rundir import RunDir, RunDirError
     run_dir = tmp_path / "run"
