@@ -214,6 +214,22 @@ def test_truncated_or_corrupt_checkpoint_exits_2_with_a_clear_message(tmp_path, 
     assert code == 2 and "stopped before its first checkpoint: delete it" in err
 
 
+def test_a_malformed_in_epoch_entry_exits_2_with_a_clear_message(tmp_path, capsys,
+                                                                 two_epoch_run):
+    run_dir = tmp_path / "run"
+    shutil.copytree(two_epoch_run, run_dir)
+    good = ckpt.load(run_dir / "checkpoint.pt")
+    whole = {"iterations": 1, "seconds": 1.0, "sums": torch.zeros(4), "counts": [16, 16]}
+    for entry, says in (("junk", "in_epoch entry is malformed (str"),
+                        ({k: v for k, v in whole.items() if k != "iterations"},
+                         "in_epoch entry lacks 'iterations'"),
+                        ({**whole, "counts": ["x", 1]}, "in_epoch entry is malformed"),
+                        ({**whole, "sums": [0.0] * 4}, "in_epoch entry is malformed")):
+        ckpt.save({**good, "in_epoch": entry}, run_dir / "checkpoint.pt")
+        code, _, err = run(capsys, "search", "--resume", run_dir)
+        assert code == 2 and says in err and "Traceback" not in err, (entry, err)
+
+
 def test_resume_refuses_run_options_even_when_they_look_like_defaults(capsys, two_epoch_run):
     for extra in (["--seed", "0"], ["--epochs", "0"], ["--fused"]):
         code, _, err = run(capsys, "search", "--resume", two_epoch_run, *extra)

@@ -651,12 +651,30 @@ class Searcher:
         self.epoch = int(state["epoch"])
         self.global_step = int(state.get("global_step", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
-        self.in_epoch = state.get("in_epoch")
+        self.in_epoch = _in_epoch(state.get("in_epoch"), where)
         if self.in_epoch is not None:           # a save taken inside epoch self.epoch + 1
             with torch.no_grad():
                 self._sums.copy_(self.in_epoch["sums"])
-            self._counts = [int(c) for c in self.in_epoch["counts"]]
+            self._counts = self.in_epoch["counts"]
         ckpt.set_rng_state(state["rng"])
+
+
+def _in_epoch(entry, where: str) -> dict | None:
+    """A checkpoint's ``in_epoch`` entry, checked (a hand-edited or foreign file may hold
+    anything there): ``{"iterations", "seconds", "sums", "counts"}``, or None."""
+    if entry is None:
+        return None
+    try:
+        sums, counts = entry["sums"], [int(c) for c in entry["counts"]]
+        if not isinstance(sums, torch.Tensor) or sums.shape != (4,) or len(counts) != 2:
+            raise ValueError("sums must be 4 numbers and counts 2")
+        return {"iterations": int(entry["iterations"]), "seconds": float(entry["seconds"]),
+                "sums": sums, "counts": counts}
+    except KeyError as e:
+        raise ckpt.CheckpointError(f"{where}: its in_epoch entry lacks {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ckpt.CheckpointError(f"{where}: its in_epoch entry is malformed "
+                                   f"({type(entry).__name__}: {e})") from None
 
 
 def _heldout_batches(data: SearchData, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
