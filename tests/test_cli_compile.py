@@ -166,6 +166,19 @@ def test_out_of_memory_is_a_message_not_a_traceback(capsys, monkeypatch):
         run(capsys, "compile", SPACES / "nb201.nas")
 
 
+def test_out_of_memory_on_resume_hints_only_what_resume_takes(tmp_path, capsys, monkeypatch):
+    from dslnas.search.rundir import RunDir
+
+    def huge(*a, **k):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    monkeypatch.setattr(RunDir, "open", huge)
+    code, _, err = run(capsys, "search", "--resume", tmp_path)
+    assert code == 2 and err.startswith("error: not enough memory (CUDA out of memory"), err
+    # --resume refuses --batch-size and --set: they are for a new search
+    assert "keeps its network and batch size" in err and "start a new search with" in err
+    assert "try a smaller network" not in err
+
+
 def test_compile_counts_a_huge_supernet_without_allocating_it(capsys):
     code, out, _ = run(capsys, "compile", SPACES / "nb201.nas", "--set", "C=100000", "--json")
     small = json.loads(run(capsys, "compile", SPACES / "nb201.nas", "--set", "C=16",
