@@ -140,9 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(e, MemoryError) and "allocate memory" not in text \
                 and "out of memory" not in text.lower():
             raise
+        if getattr(args, "resume", None):    # its config fixes the network and batch size
+            hint = ("a resumed run keeps its network and batch size, so free memory on the "
+                    "device" + (" or resume fewer runs at once" if len(args.resume) > 1 else "")
+                    + ", or start a new search with a smaller network or --batch-size")
+        else:
+            hint = "try a smaller network (--set C=..., fewer cells) or --batch-size"
         print(f"error: not enough memory ({text.splitlines()[0] if text else 'MemoryError'}); "
-              f"try a smaller network (--set C=..., fewer cells) or --batch-size",
-              file=sys.stderr)
+              f"{hint}", file=sys.stderr)
     except UnicodeDecodeError as e:  # a binary file where text was expected, wherever it was read
         print(f"error: an input file is not UTF-8 text ({e.reason} at byte {e.start})",
               file=sys.stderr)

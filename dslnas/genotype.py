@@ -284,25 +284,28 @@ def _wired(cg: CellGenotype, where: str) -> CellGenotype:
     return cg
 
 
+_SEQ = (list, tuple)   # JSON gives lists; a dict built in Python may hold tuples
+
+
 def from_dict(data: Mapping) -> Genotype:
     try:
         if not isinstance(data, Mapping):
             raise TypeError("expected a JSON object")
         cells = []
-        if not isinstance(data["cells"], list):
+        if not isinstance(data["cells"], _SEQ):
             raise TypeError(f"cells {data['cells']!r} is not a list")
         for c in data["cells"]:
             if not isinstance(c, Mapping):
                 raise TypeError(f"cell {c!r} is not an object with cell, edges and concat")
-            if not isinstance(c["edges"], list):
+            if not isinstance(c["edges"], _SEQ):
                 raise TypeError(f"edges {c['edges']!r} is not a list")
             edges = []
             for e in c["edges"]:
-                if not isinstance(e, list) or len(e) != 3 or not isinstance(e[0], str) or \
+                if not isinstance(e, _SEQ) or len(e) != 3 or not isinstance(e[0], str) or \
                         not all(_is_int(x) for x in e[1:]):
                     raise TypeError(f"edge {e!r} is not [op, src, dst]")
                 edges.append((e[0], e[1], e[2]))
-            if not isinstance(c["concat"], list) or not all(_is_int(x) for x in c["concat"]):
+            if not isinstance(c["concat"], _SEQ) or not all(_is_int(x) for x in c["concat"]):
                 raise TypeError(f"concat {c['concat']!r} is not a list of node numbers")
             if not isinstance(c["cell"], str):
                 raise TypeError(f"cell name {c['cell']!r} is not a string")

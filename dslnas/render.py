@@ -116,10 +116,10 @@ def _missing_dot(dot_source: str, path: Path) -> RenderError:
 
 def write_file(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path``, making its folders; RenderError says what is in the way."""
-    blocker = next((p for p in path.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise RenderError(f"cannot write {path}: {blocker} is a file, not a folder")
-    try:
+    try:    # even looking for the blocker may fail: a parent folder we may not enter
+        blocker = next((p for p in path.parents if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise RenderError(f"cannot write {path}: {blocker} is a file, not a folder")
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(data, bytes):
             path.write_bytes(data)

@@ -111,6 +111,28 @@ def test_an_output_path_through_a_file_says_so(tmp_path, capsys):
         assert code == 2 and f"{tmp_path / 'f'} is a file, not a folder" in err, argv
 
 
+def test_an_output_path_in_a_folder_we_may_not_enter_exits_2(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+    import pathlib
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    stat = pathlib.Path.stat
+
+    def no_entry(self, **kwargs):   # what os.stat says below a folder without x permission
+        if locked in self.parents:  # (simulated: root may enter any folder)
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return stat(self, **kwargs)
+    monkeypatch.setattr(pathlib.Path, "stat", no_entry)
+    for argv, target in (
+            (["compile", SPACES / "nb201.nas", "--emit", locked / "sub" / "x.json"], "x.json"),
+            (["render", "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|"
+              "skip_connect~1|skip_connect~2|", "-o", locked / "sub" / "x.dot"], "x.dot")):
+        code, _, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert f"cannot write {locked / 'sub' / target}: Permission denied" in err, err
+
+
 def test_binary_files_where_text_is_expected_exit_2(tmp_path, capsys):
     junk = tmp_path / "junk"
     junk.write_bytes(bytes(range(128, 256)) * 2)
@@ -142,6 +164,19 @@ def test_out_of_memory_is_a_message_not_a_traceback(capsys, monkeypatch):
     monkeypatch.setattr(lower, "compile_file", bug)
     with pytest.raises(RuntimeError, match="some other failure"):   # not swallowed
         run(capsys, "compile", SPACES / "nb201.nas")
+
+
+def test_out_of_memory_on_resume_hints_only_what_resume_takes(tmp_path, capsys, monkeypatch):
+    from dslnas.search.rundir import RunDir
+
+    def huge(*a, **k):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    monkeypatch.setattr(RunDir, "open", huge)
+    code, _, err = run(capsys, "search", "--resume", tmp_path)
+    assert code == 2 and err.startswith("error: not enough memory (CUDA out of memory"), err
+    # --resume refuses --batch-size and --set: they are for a new search
+    assert "keeps its network and batch size" in err and "start a new search with" in err
+    assert "try a smaller network" not in err
 
 
 def test_compile_counts_a_huge_supernet_without_allocating_it(capsys):

@@ -368,6 +368,16 @@ def test_a_huge_repeat_count_is_refused_before_it_fills_the_memory(nas):
     check(err, 7, 10, "repeat 100000000: the network would have more than 10,000 blocks")
 
 
+def test_a_huge_repeat_of_nothing_compiles_at_once(tmp_path):
+    # An iteration that adds no block adds none the next time either: one is enough.
+    path = tmp_path / "empty.nas"
+    path.write_text(space(OPS, "cell a(inputs 1, nodes 1)\n",
+                          net("a(C)", "repeat 1000000000 { }",
+                              "repeat 1000000000 {\n    repeat 1000000000 { }\n    repeat 0 a(C)\n  }")))
+    ir = compile_file(path)
+    assert [type(b).__name__ for b in ir.blocks] == ["StemBlock", "CellBlock", "HeadBlock"]
+
+
 def test_width_zero(nas):
     err = nas(space(OPS, "cell a(inputs 2, nodes 1)\n", net("a(C - 4)")))
     check(err, 6, 5, "the width of 'a' must be positive, got 0")

@@ -382,6 +382,16 @@ def test_json_round_trip_and_shape(tmp_path):
             from_json(bad)
 
 
+def test_from_dict_takes_tuples_as_well_as_lists():
+    # a genotype dict built in Python, not read from JSON
+    g = known_genotype("darts_v2")
+    d = {"space": "darts", "cells": tuple({"cell": c.cell, "edges": tuple(c.edges),
+                                           "concat": tuple(c.concat)} for c in g.cells)}
+    assert from_dict(d) == g
+    with pytest.raises(GenotypeError, match="is not \\[op, src, dst\\]"):
+        from_dict({"space": "x", "cells": [{"cell": "c", "edges": [("a", 0)], "concat": [1]}]})
+
+
 def test_parse_genotype_detection(irs, tmp_path):
     assert parse_genotype(ALL_SKIP) == from_nb201_string(ALL_SKIP)
     assert parse_genotype("  " + DARTS_V2 + "\n") == known_genotype("darts_v2")

@@ -316,6 +316,23 @@ def test_random_features_pool_bn_affine_option():
     assert not torch.equal(pool.weight.detach(), torch.ones(4))
 
 
+def test_pool_bn_affine_turns_the_fused_cell_off_only_where_pools_have_a_bn(tmp_path):
+    from dslnas.search.loop import Parts, _build_supernet, fused_fits
+    from dslnas.supernet.fused import FusedSearchCell
+    parts = Parts(None, None, [RandomFeatures(pool_bn_affine=True)], make_discretizer("rule"))
+    darts = compile_file("spaces/darts.nas", {"C": 4, "L": 3})
+    nb201 = compile_file("spaces/nb201.nas", {"C": 4, "N": 1})    # pools, but no BN after them
+    no_pools = tmp_path / "no_pools.nas"                          # pool_bn, but no pool
+    no_pools.write_text(open("spaces/darts.nas").read().replace("max_pool_3x3, avg_pool_3x3, ",
+                                                                "", 1))
+    for ir, fused in ((nb201, True), (compile_file(no_pools, {"C": 4, "L": 3}), True),
+                      (darts, False)):
+        net = _build_supernet(ir, parts)
+        assert any(isinstance(m, FusedSearchCell) for m in net.modules()) == fused, ir.name
+        assert fused_fits(parts, ir) == fused
+    assert not fused_fits(parts)                                  # no space: assume pool BNs
+
+
 def test_node_norm_normalises_every_intermediate_node():
     ir = compile_file("spaces/darts.nas", {"C": 4, "L": 3})
     net = build(ir, **NodeNorm().build_kwargs()).train()

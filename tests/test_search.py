@@ -214,6 +214,22 @@ def test_truncated_or_corrupt_checkpoint_exits_2_with_a_clear_message(tmp_path, 
     assert code == 2 and "stopped before its first checkpoint: delete it" in err
 
 
+def test_a_malformed_in_epoch_entry_exits_2_with_a_clear_message(tmp_path, capsys,
+                                                                 two_epoch_run):
+    run_dir = tmp_path / "run"
+    shutil.copytree(two_epoch_run, run_dir)
+    good = ckpt.load(run_dir / "checkpoint.pt")
+    whole = {"iterations": 1, "seconds": 1.0, "sums": torch.zeros(4), "counts": [16, 16]}
+    for entry, says in (("junk", "in_epoch entry is malformed (str"),
+                        ({k: v for k, v in whole.items() if k != "iterations"},
+                         "in_epoch entry lacks 'iterations'"),
+                        ({**whole, "counts": ["x", 1]}, "in_epoch entry is malformed"),
+                        ({**whole, "sums": [0.0] * 4}, "in_epoch entry is malformed")):
+        ckpt.save({**good, "in_epoch": entry}, run_dir / "checkpoint.pt")
+        code, _, err = run(capsys, "search", "--resume", run_dir)
+        assert code == 2 and says in err and "Traceback" not in err, (entry, err)
+
+
 def test_resume_refuses_run_options_even_when_they_look_like_defaults(capsys, two_epoch_run):
     for extra in (["--seed", "0"], ["--epochs", "0"], ["--fused"]):
         code, _, err = run(capsys, "search", "--resume", two_epoch_run, *extra)
@@ -503,6 +519,43 @@ def test_sigterm_stops_a_search_after_its_step_and_resume_finishes_it(tmp_path):
     assert "SIGTERM: stopping after the current step" in err and "stopped (SIGTERM)" in err
     assert "search stopped (SIGTERM)" in out and "--resume" in out
     _resume_matches_the_uninterrupted_run(tmp_path, 4)
+
+
+def _open_fds_to(path: Path) -> list[str]:
+    import os
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                fds.append(fd)
+        except OSError:                                   # the listing's own fd, now closed
+            pass
+    return fds
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("code", ["ENOLCK", "EOPNOTSUPP", "EIO"])
+def test_a_lock_that_fails_says_why_and_closes_its_file(tmp_path, monkeypatch, capsys, code):
+    import errno
+    import fcntl
+    import os
+    from dslnas.search.rundir import LOCK, RunDir, RunDirError
+    number = getattr(errno, code)
+
+    def flock(f, op):
+        raise OSError(number, os.strerror(number))
+    monkeypatch.setattr(fcntl, "flock", flock)
+    run_dir = RunDir(tmp_path)
+    if code == "EIO":                                     # a real error: say which
+        with pytest.raises(RunDirError, match=f"cannot lock {tmp_path / LOCK}: "
+                                              f"{os.strerror(number)}"):
+            run_dir.lock()
+    else:                                                 # no locks here: go on, unguarded
+        run_dir.lock()
+        err = capsys.readouterr().err
+        assert "cannot be locked" in err and os.strerror(number) in err
+        assert "in use" not in err
+    assert _open_fds_to(tmp_path / LOCK) == []
 
 
 def test_a_run_folder_is_held_by_one_search_at_a_time(tmp_path, capsys, two_epoch_run):

@@ -189,3 +189,32 @@ def test_a_three_input_cell_reads_the_states_the_plan_names(tmp_path):
     assert seen[1] == [id(outs[0])] * 3                       # stem in every slot
     assert seen[2] == [id(outs[0]), id(outs[0]), id(outs[1])]
     assert seen[3] == [id(outs[0]), id(outs[1]), id(outs[2])]  # stem, r, c: not r twice
+
+
+@pytest.mark.parametrize("first, want", [
+    ("", {0: [-1, -1], 1: [0, 0], 2: [0, 1]}),                # the input (-1) twice, then cells
+    ("resblock(4)\n", {1: [0, 0], 2: [0, 1], 3: [1, 2]})])    # the resblock twice, then on
+def test_a_network_without_a_stem_feeds_its_cells_what_the_plan_names(tmp_path, first, want):
+    """The network input is a state only until the first block, as the IR plans it: after it,
+    cells read block outputs (without a stem as with one)."""
+    path = tmp_path / "nostem.nas"
+    path.write_text(
+        "space nostem\nops [none, skip_connect, sep_conv_3x3]\n"
+        "cell c(inputs 2, nodes 1) { derive top 1 }\n"
+        f"network(C = 4) {{ {first} c(C)\n c(C)\n c(C)\n head gap linear }}\n")
+    ir = compile_file(path)
+    net = build(ir)
+    x = torch.randn(2, 3, 8, 8)
+    outs, seen = {-1: x}, {}
+
+    def cell_call(i, cell, ins):
+        seen[i] = ins
+        return cell(ins, net.softmax_weights()[net.cell_groups[i]])
+
+    net.net.run(x, cell_call, after_block=lambda i, out: outs.update({i: out}))
+    cells = [i for i, b in enumerate(ir.blocks) if b.kind == "cell"]
+    for i in cells:                                       # the channels the plan built for
+        assert [t.shape[1] for t in seen[i]] == list(ir.blocks[i].C_inputs), i
+    assert sorted(want) == cells
+    for i, sources in want.items():
+        assert [id(t) for t in seen[i]] == [id(outs[j]) for j in sources], i

@@ -125,7 +125,10 @@ class _Macro:
                 if n < 0:
                     raise DSLError(f"repeat count must not be negative, got {n}", b.count.span)
                 for _ in range(n):
+                    before = len(self.blocks)
                     self._run(b.body)
+                    if len(self.blocks) == before:
+                        break   # the body adds no block, so no later iteration adds one either
                     if len(self.blocks) > MAX_BLOCKS:   # before it fills the memory
                         raise DSLError(f"repeat {n}: the network would have more than "
                                        f"{MAX_BLOCKS:,} blocks", b.count.span)

@@ -28,7 +28,8 @@ Transforms:
     the shipped spaces), ``False`` turns them off (batch statistics in eval too).
     ``pool_bn_affine=False``: the BN after each pooling op of the DARTS supernet stays
     parameter-free as DARTS builds it (pools then have nothing to train); ``True`` gives it γ and
-    β too (the fused cell, which shares one pool BN among a node's edges, is then not used).
+    β too (the fused cell, which shares one pool BN among a node's edges, is then not used
+    where the space has pool BNs).
 ``progressive(K=[...], keep=[...], epochs=[...], warmup=10, rescale=False, seed=None)``  DrNAS:
     stage s uses partial channels ``K[s]`` (no β) and keeps ``keep[s]`` ops per edge for
     ``epochs[s]`` epochs; the architecture is frozen for the first ``warmup`` epochs of each stage

@@ -178,19 +178,29 @@ def _as_dict(extra) -> dict[str, torch.Tensor]:
     return {str(i): p for i, p in enumerate(extra)}
 
 
-def fused_fits(parts: Parts) -> bool:
+def fused_fits(parts: Parts, ir: SpaceIR | None = None) -> bool:
     """The fused cell (supernet/fused.py) computes the same function with fewer kernels; it fits
     methods that need no per-edge modules (no custom edge class, the rule discretizer) and whose
-    initialisation does not depend on a conv's output width."""
+    initialisation does not depend on a conv's output width. ``ir``: the space (None: assume
+    it has pool BNs)."""
     from ..methods.discretizers import Rule
     from ..methods.transforms import RandomFeatures, merge_build_kwargs
     # Kaiming by fan-out would see the stacked convs' n-times larger fan-out; the fused cell
     # runs a node's pools (and their BN) once for all its edges, so per-edge γ, β need them apart
+    pool_bns = ir is None or _has_pool_bns(ir)
     per_edge = any(isinstance(t, RandomFeatures) and (t.init == "kaiming_normal"
-                                                       or t.pool_bn_affine)
+                                                       or (t.pool_bn_affine and pool_bns))
                    for t in parts.transforms)
     return "edge_cls" not in merge_build_kwargs(parts.transforms) and \
         isinstance(parts.discretizer, Rule) and not per_edge
+
+
+def _has_pool_bns(ir: SpaceIR) -> bool:
+    """Whether the supernet puts a BN after a pooling op (supernet/mixed.py: ``pool_bn`` and a
+    candidate of kind "pool" in a cell the network uses)."""
+    from ..ops import op_kind
+    return bool(ir.bn_policy["pool_bn"]) and any(
+        op_kind(op) == "pool" for c in ir.used_cells for e in c.edges for op in e.candidates)
 
 
 def compile_by_default(device: torch.device, deterministic: bool) -> bool:
@@ -208,7 +218,7 @@ def _build_supernet(ir: SpaceIR, parts: Parts, stages: list | None = None,
     for t, stage in zip(parts.transforms, stages or []):
         if stage is not None and hasattr(t, "stage"):
             t.stage = int(stage)
-    fits = fused_fits(parts)
+    fits = fused_fits(parts, ir)
     if fused and not fits:
         raise MethodError("the fused cell does not fit this method (it needs per-edge modules)")
     try:
@@ -651,12 +661,30 @@ class Searcher:
         self.epoch = int(state["epoch"])
         self.global_step = int(state.get("global_step", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
-        self.in_epoch = state.get("in_epoch")
+        self.in_epoch = _in_epoch(state.get("in_epoch"), where)
         if self.in_epoch is not None:           # a save taken inside epoch self.epoch + 1
             with torch.no_grad():
                 self._sums.copy_(self.in_epoch["sums"])
-            self._counts = [int(c) for c in self.in_epoch["counts"]]
+            self._counts = self.in_epoch["counts"]
         ckpt.set_rng_state(state["rng"])
+
+
+def _in_epoch(entry, where: str) -> dict | None:
+    """A checkpoint's ``in_epoch`` entry, checked (a hand-edited or foreign file may hold
+    anything there): ``{"iterations", "seconds", "sums", "counts"}``, or None."""
+    if entry is None:
+        return None
+    try:
+        sums, counts = entry["sums"], [int(c) for c in entry["counts"]]
+        if not isinstance(sums, torch.Tensor) or sums.shape != (4,) or len(counts) != 2:
+            raise ValueError("sums must be 4 numbers and counts 2")
+        return {"iterations": int(entry["iterations"]), "seconds": float(entry["seconds"]),
+                "sums": sums, "counts": counts}
+    except KeyError as e:
+        raise ckpt.CheckpointError(f"{where}: its in_epoch entry lacks {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ckpt.CheckpointError(f"{where}: its in_epoch entry is malformed "
+                                   f"({type(entry).__name__}: {e})") from None
 
 
 def _heldout_batches(data: SearchData, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

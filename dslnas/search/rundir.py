@@ -16,6 +16,7 @@ Only ``RunDir`` writes into the folder; the loop hands it plain dicts.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -137,10 +138,17 @@ class RunDir:
             raise RunDirError(f"cannot lock {self.path}: {e.strerror or e}") from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
             f.close()
-            raise RunDirError(f"{self.path} is in use by another search (wait for it to end, "
-                              f"or stop it)") from None
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP):
+                # a filesystem without locks (some NFS, FUSE): run unguarded, as off POSIX
+                print(f"note: {self.path} cannot be locked ({e.strerror}); make sure no other "
+                      f"search writes it", file=sys.stderr)
+                return
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise RunDirError(f"{self.path} is in use by another search (wait for it to "
+                                  f"end, or stop it)") from None
+            raise RunDirError(f"cannot lock {self.path / LOCK}: {e.strerror or e}") from None
         self._lock = f
 
     def close(self) -> None:

@@ -81,7 +81,7 @@ class MacroNetwork(nn.Module):
                 out = cell_call(i, block, ins)
             else:
                 out = block(states[-1])
-            if kind == "stem":
+            if i == 0:      # the input is a state only until the first block (as the IR plans)
                 states = [out]
             else:
                 states.append(out)
