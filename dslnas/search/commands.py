@@ -531,7 +531,7 @@ def _search(args) -> int:
                               f"do not combine it with {', '.join(given)}")
         if len({Path(d).resolve() for d in args.resume}) < len(args.resume):
             raise _user_error("--resume: a run directory is named twice")
-        jobs = [_resume_job(args, d, datasets) for d in args.resume]
+        jobs = _each(args.resume, lambda d: _resume_job(args, d, datasets))
     else:
         if args.seed is not None and args.seeds:
             raise _user_error("give --seed or --seeds, not both")
@@ -546,21 +546,54 @@ def _search(args) -> int:
                 out = Path(args.out.replace("{seed}", str(seed)))
                 if out.exists() and (not out.is_dir() or any(out.iterdir())):
                     raise _user_error(f"--out {out}: already exists and is not empty")
-        jobs = [_fresh_job(args, seed, datasets) for seed in seeds]
+        jobs = _each(seeds, lambda seed: _fresh_job(args, seed, datasets))
     for what in ("device", "deterministic"):       # one process runs them together
         if len({getattr(j, what) for j in jobs}) > 1:
+            for job in jobs:
+                job.run.close()
             raise _user_error(f"--resume: the runs differ in {what}; resume them one by one")
     return _run_jobs(jobs, args)
 
 
+def _each(items, make) -> list[_Job]:
+    """``make`` a job of each item; if one fails, the runs made so far are closed (unlocked)."""
+    jobs: list[_Job] = []
+    try:
+        for item in items:
+            jobs.append(make(item))
+    except BaseException:
+        for job in jobs:
+            job.run.close()
+        raise
+    return jobs
+
+
+@contextmanager
+def _closed_on_error(run):
+    """Close (and so unlock) ``run`` if what the block does fails."""
+    try:
+        yield
+    except BaseException:
+        run.close()
+        raise
+
+
 def _resume_job(args, resume_dir, datasets: dict) -> _Job:
-    from ..ir.export import space_json
-    from ..ir.lower import compile_file
-    from . import checkpoint as ckpt
-    from .rundir import RunDir, _jsonable
+    from .rundir import RunDir
 
     run = RunDir.open(resume_dir)
     run.lock()
+    with _closed_on_error(run):
+        return _resumed(args, run, datasets)
+
+
+def _resumed(args, run, datasets: dict) -> _Job:
+    """The job of ``--resume`` with ``run`` locked."""
+    from ..ir.export import space_json
+    from ..ir.lower import compile_file
+    from . import checkpoint as ckpt
+    from .rundir import _jsonable
+
     if not run.checkpoint_path.exists():
         raise _user_error(f"--resume {run.path}: the run stopped before its first "
                           f"checkpoint, so there is nothing to resume; delete the folder "
@@ -644,9 +677,7 @@ def _fresh_job(args, seed: int, datasets: dict) -> _Job:
     ds = _dataset(datasets, dataset, root, norm, args.no_download)
     channels_last = bool(args.channels_last)
     data = _search_data(ds, method, device, seed, args.subset, channels_last)
-    run = RunDir.create(out, space=ir.name, method=method.name, seed=seed)
-    run.lock()
-    run.write_config({
+    config = {
         "space_file": space_file,
         "space": space_json(ir),
         "family": family,
@@ -665,7 +696,11 @@ def _fresh_job(args, seed: int, datasets: dict) -> _Job:
         "versions": versions(),
         "argv": sys.argv[1:],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    })
+    }
+    run = RunDir.create(out, space=ir.name, method=method.name, seed=seed)
+    run.lock()
+    with _closed_on_error(run):
+        run.write_config(config)
     return _Job(run, ir, method, data, seed, args.deterministic, device, channels_last,
                 benchmark)
 
