@@ -41,14 +41,38 @@ def test_compiled_cells_search_like_eager_cells(digits, ir, method, graphs):  # 
     te, tc = tensors(eager), tensors(compiled)
     assert te.keys() == tc.keys()
     for k in te:
-        if te[k].is_floating_point():
+        if not te[k].is_floating_point():
+            assert torch.equal(tc[k], te[k]), k
+        # idarts-ift's float32 trajectory amplifies rounding: eagerly, summing the pool's
+        # window in another order moves its Adam state by 35 % within these two epochs (darts:
+        # 0.03 %), so its tensors are compared in float64 only (the test below)
+        elif method != "idarts-ift":
             # conv biases before a non-affine BN get gradients that are rounding noise (the BN
             # removes them exactly), so they are compared with an absolute bound
             torch.testing.assert_close(tc[k], te[k], rtol=1e-3, atol=2e-4, msg=k)
-        else:
-            assert torch.equal(tc[k], te[k]), k
     assert compiled.genotype() == eager.genotype()
     # compiling is the slow part: per cell shape (three widths at N=1) one graph for the weight
     # step and one for the architecture step (none where it differentiates twice); the partial
     # batch (4 of 36 images) ran eagerly
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.parametrize("method", ["darts", "darts-2nd", "idarts-ift"])
+def test_compiled_cells_compute_what_eager_cells_compute_in_float64(digits, ir, method):  # noqa: F811
+    import torch._dynamo
+    m = spec(method, batch_size=16)
+    data = data_for(digits, m)
+    batches = [(data.train.next(), data.val.next()) for _ in range(10)]
+    states = []
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        s = Searcher(ir, m, seed=4, compile_cells=compiled)
+        s.supernet.to(torch.float64)
+        s.supernet.train()
+        for i, ((xt, yt), (xv, yv)) in enumerate(batches):     # weight and α steps in turn
+            s.iteration(xt.double(), yt, xv.double(), yv, do_arch=i % 2 == 1, frozen=False)
+        states.append(s.supernet.state_dict())
+    eager, compiled = states
+    for k, v in eager.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(compiled[k], v, rtol=1e-10, atol=1e-12, msg=k)

@@ -285,3 +285,41 @@ def test_register_validation(user_op):
     register_op(user_op)(lambda *a: "not a module")
     with pytest.raises(TypeError):
         create_op(user_op, 4, 4, 1)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (5, 4), (8, 8), (7, 9)])
+def test_window_mean_is_avg_pool_without_padding_forward_and_backward(stride, hw):
+    # the compiled form of avg_pool_3x3 must be the same function as AvgPool2d's
+    from dslnas.ops.layers import window_mean_3x3
+    g = torch.Generator().manual_seed(hw[0] * 10 + hw[1] + stride)
+    x = torch.randn(2, 3, *hw, generator=g, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(2, 3, (hw[0] - 1) // stride + 1, (hw[1] - 1) // stride + 1, generator=g,
+                     dtype=torch.float64)
+    ref = nn.AvgPool2d(3, stride, 1, count_include_pad=False)(x)
+    (gref,) = torch.autograd.grad((ref * up).sum(), x)
+    out = window_mean_3x3(x, stride)
+    (gout,) = torch.autograd.grad((out * up).sum(), x)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gout, gref, rtol=1e-12, atol=1e-12)
+
+
+def test_avg_pool_3x3_compiled_equals_eager():
+    pool = ops.create_op("avg_pool_3x3", 4, 4, 1)
+    assert isinstance(pool, nn.AvgPool2d) and not pool.count_include_pad
+    x = torch.randn(3, 4, 6, 5, requires_grad=True)
+    eager = pool(x)
+    (ge,) = torch.autograd.grad(eager.pow(2).sum(), x)
+    compiled = torch.compile(pool)(x)
+    (gc,) = torch.autograd.grad(compiled.pow(2).sum(), x)
+    torch.testing.assert_close(compiled, eager)
+    torch.testing.assert_close(gc, ge)
+    graphs = []
+
+    def record(gm, example_inputs):          # what torch.compile hands its backend
+        graphs.append(str(gm.graph))
+        return gm
+    torch._dynamo.reset()
+    torch.compile(pool, backend=record)(x)
+    assert graphs and "avg_pool2d" not in graphs[0] and "pad" in graphs[0]

@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from .layers import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
+from .layers import AvgPool3x3, DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
 from .registry import register_op
 
 # alpha column order of the original space (ref 1.1)
@@ -40,8 +40,7 @@ def _max_pool_3x3(C_in, C_out, stride, affine, track):
 @register_op("avg_pool_3x3", kind="pool")
 def _avg_pool_3x3(C_in, C_out, stride, affine, track):
     # count_include_pad=False: border outputs average only real pixels
-    pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
-    return _with_channel_adapter(pool, C_in, C_out, affine, track)
+    return _with_channel_adapter(AvgPool3x3(stride), C_in, C_out, affine, track)
 
 
 @register_op("skip_connect", kind="identity")

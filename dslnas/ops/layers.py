@@ -28,6 +28,39 @@ class ReLUConvBN(nn.Sequential):
         ))
 
 
+def window_mean_3x3(x: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    """3x3 mean over the real pixels of each window (padding 1, count_include_pad=False) as
+    nine shifted adds of the zero-padded input, divided by each window's pixel count."""
+    H, W = x.shape[-2:]
+    rows, cols = slice(None, stride * ((H - 1) // stride) + 1, stride), \
+        slice(None, stride * ((W - 1) // stride) + 1, stride)
+
+    def window_sum(t: torch.Tensor) -> torch.Tensor:
+        p = nn.functional.pad(t, (1, 1, 1, 1))
+        return sum(p[..., i:, j:][..., rows, cols] for i in range(3) for j in range(3))
+
+    count = window_sum(torch.ones(1, 1, H, W, dtype=x.dtype, device=x.device))
+    return window_sum(x) / count
+
+
+class AvgPool3x3(nn.AvgPool2d):
+    """``AvgPool2d(3, stride, padding=1, count_include_pad=False)``, the DARTS/NB201 pool.
+
+    Eagerly it is ``AvgPool2d`` itself (one kernel). Under ``torch.compile`` it is
+    :func:`window_mean_3x3`, the same function: Inductor's own avg_pool2d backward indexes every
+    gradient through nested clamps, which gave the compiled NB201 cells their largest kernels
+    (18k lines of Triton IR each); with shifted adds compiling NB201's cells took 71 instead of
+    127 s on the CPU (docs/performance.md)."""
+
+    def __init__(self, stride: int = 1):
+        super().__init__(3, stride=stride, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return window_mean_3x3(x, self.stride)
+        return super().forward(x)
+
+
 class DilConv(nn.Sequential):
     """ReLU -> depthwise conv (dilated) -> pointwise C_in->C_out -> BN. One block."""
 
