@@ -186,3 +186,38 @@ def test_lockstep_speed_script_counts_every_iteration(tmp_path, capsys):
         assert r["round_ms"] > 0 and r["iteration_ms"] == pytest.approx(r["round_ms"] / r["k"])
     assert rows[0]["throughput"] == 1.0
     assert "| 3 |" in capsys.readouterr().out
+
+
+def test_compiled_cells_in_lockstep_threads_share_their_graphs_and_compute_as_alone():
+    # torch.compile runs inside the searches' threads (one at a time, the baton's holder):
+    # the cells of every searcher reuse the same compiled graphs, and the results are exact
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    from dslnas.search.datasets import load_dataset
+    from dslnas.search.loader import SearchData
+    from dslnas.search.loop import Searcher
+    ir = compile_file(NB201, {"C": 4, "N": 1, "in_channels": 3, "classes": 10})
+    spec = get_method("darts").for_family("nb201")
+    spec = attrs.evolve(spec, schedule=attrs.evolve(spec.schedule, batch_size=16))
+    data = SearchData.from_dataset(load_dataset("digits", None, norm="nb201"), batch_size=16,
+                                   split="half", seed=0, subset=96)
+    batches = [(data.train.next(), data.val.next()) for _ in range(3)]
+
+    def task(seed):
+        def run(pass_baton=lambda: None):
+            s = Searcher(ir, spec, seed=seed, compile_cells=True)
+            s.supernet.train()
+            for (xt, yt), (xv, yv) in batches:
+                s.iteration(xt, yt, xv, yv, do_arch=True, frozen=False)
+                pass_baton()
+            return s.supernet.state_dict()
+        return run
+
+    torch._dynamo.reset()
+    counters.clear()
+    alone = [task(0)(), task(1)()]
+    together = Lockstep().run([task(0), task(1)])
+    assert counters["stats"]["unique_graphs"] == 6      # 3 cell shapes x weight/α step, once
+    for a, b in zip(alone, together):
+        assert all(torch.equal(v, b[k]) for k, v in a.items())
+    assert not torch.equal(alone[0]["alphas.cell"], alone[1]["alphas.cell"])
