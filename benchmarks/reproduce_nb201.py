@@ -15,7 +15,8 @@ Subcommands::
 
 Layout: ``RUNS/<method>-s<seed>/`` is the search's run directory (config.json, metrics.jsonl,
 checkpoint.pt, genotype.*, tb/) plus ``reproduce.json`` (this script's notes per session: K,
-GPU, commit, command); ``RUNS/<method>-s<seed>.log`` is the search's output, all sessions.
+GPU, commit, command); ``RUNS/<method>-s<seed>.log`` is the search's output, all sessions
+(``RUNS/<method>-s0-1-2.log`` for the process of seeds 0, 1 and 2 in lockstep).
 
 Device recipe (the ``run`` tool: at most 10 minutes a command, 64 MiB carried in, at most 8 files
 of at most 16 MiB coming back from $OUT, at most 2 folder levels down; the disk is bare at every
@@ -565,8 +566,11 @@ class Runner:
         seconds later. The last per-epoch checkpoint (written atomically) survives."""
         for job in self.running:
             job.killed = why
+        # once per process: a lockstep process runs several jobs, and a second signal would
+        # tell it to stop at once, without the checkpoint of the current step
+        for proc in {id(j.proc): j.proc for j in self.running}.values():
             try:
-                os.killpg(job.proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
                 pass
         end = time.monotonic() + KILL_GRACE

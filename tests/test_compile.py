@@ -60,18 +60,21 @@ def test_compiled_cells_search_like_eager_cells(digits, ir, method, graphs):  # 
 @pytest.mark.parametrize("method", ["darts", "darts-2nd", "idarts-ift"])
 def test_compiled_cells_compute_what_eager_cells_compute_in_float64(digits, ir, method):  # noqa: F811
     import torch._dynamo
+    from torch._dynamo.utils import counters
     m = spec(method, batch_size=16)
     data = data_for(digits, m)
     batches = [(data.train.next(), data.val.next()) for _ in range(10)]
     states = []
     for compiled in (False, True):
         torch._dynamo.reset()
+        counters.clear()
         s = Searcher(ir, m, seed=4, compile_cells=compiled)
         s.supernet.to(torch.float64)
         s.supernet.train()
         for i, ((xt, yt), (xv, yv)) in enumerate(batches):     # weight and α steps in turn
             s.iteration(xt.double(), yt, xv.double(), yv, do_arch=i % 2 == 1, frozen=False)
         states.append(s.supernet.state_dict())
+    assert counters["stats"]["unique_graphs"] > 0           # the compiled run did compile
     eager, compiled = states
     for k, v in eager.items():
         if v.is_floating_point():

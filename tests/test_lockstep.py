@@ -71,15 +71,16 @@ def test_each_task_keeps_its_own_random_streams():
 
 # ---- whole searches ------------------------------------------------------------------------
 
-def _task(tmp_path, name, method, seed):
-    """A search (NB201 C=4 N=1, digits, 3 epochs of 4 iterations) as a Lockstep task."""
+def _task(tmp_path, name, method, seed, epochs=3):
+    """A search (NB201 C=4 N=1, digits, ``epochs`` of 4 iterations) as a Lockstep task."""
     from dslnas.search.datasets import load_dataset
     from dslnas.search.loader import SearchData
     from dslnas.search.loop import search
     from dslnas.search.rundir import RunDir
     ir = compile_file(NB201, {"C": 4, "N": 1})
     spec = get_method(method).for_family("nb201")
-    spec = attrs.evolve(spec, schedule=attrs.evolve(spec.schedule, epochs=3, batch_size=16))
+    spec = attrs.evolve(spec, schedule=attrs.evolve(spec.schedule, epochs=epochs,
+                                                    batch_size=16))
     data = SearchData.from_dataset(load_dataset("digits", None), batch_size=16, split="half",
                                    seed=seed, subset=128)
     run = RunDir.create(tmp_path / name, space="nb201", method=method, seed=seed)
@@ -157,12 +158,25 @@ def test_search_seeds_runs_each_seed_as_it_runs_alone(tmp_path, capsys):
     (["--seeds", 0, 0], "a seed is given twice"),
     (["--seed", 1, "--seeds", 2, 3], "give --seed or --seeds, not both"),
     (["--seeds", 0, 1, "--out", "runs-x"], "needs {seed}"),
+    (["--seeds", 0, -1, "--out", "runs-x-s{seed}"], "--seeds must be >= 0"),
 ])
 def test_bad_seed_lists_exit_2_before_anything_is_written(tmp_path, capsys, extra, message):
     code, _, err = _cli(capsys, "search", NB201, "--method", "darts", *TINY,
-                        *[tmp_path / a if a == "runs-x" else a for a in extra])
+                        *[tmp_path / a if str(a).startswith("runs-x") else a for a in extra])
     assert code == 2 and message in err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_failed_resume_of_several_runs_changes_none_of_them(tmp_path, capsys):
+    code, _, err = _cli(capsys, "search", NB201, "--method", "darts", "--epochs", 2, *TINY,
+                        "--stop-after", 1, "--out", tmp_path / "a")
+    assert code == 0, err
+    before = (tmp_path / "a" / "config.json").read_text()
+    code, _, err = _cli(capsys, "search", "--resume", tmp_path / "a", tmp_path / "missing")
+    assert code == 2 and "missing" in err
+    assert (tmp_path / "a" / "config.json").read_text() == before     # no 'resumed' entry
+    code, _, err = _cli(capsys, "search", "--resume", tmp_path / "a", "--no-progress")
+    assert code == 0, err                                              # and it is unlocked
 
 
 def test_resume_refuses_a_run_named_twice(tmp_path, capsys):
@@ -221,3 +235,46 @@ def test_compiled_cells_in_lockstep_threads_share_their_graphs_and_compute_as_al
     for a, b in zip(alone, together):
         assert all(torch.equal(v, b[k]) for k, v in a.items())
     assert not torch.equal(alone[0]["alphas.cell"], alone[1]["alphas.cell"])
+
+
+def test_abort_stops_every_task_at_its_next_turn():
+    import threading
+    turns = []
+
+    def forever(pass_baton):
+        while True:
+            turns.append(1)
+            pass_baton()
+
+    lock = Lockstep()
+    out = []
+    runner = threading.Thread(target=lambda: out.append(lock.run([forever, forever])))
+    runner.start()
+    while len(turns) < 10:
+        pass
+    lock.abort()                        # what a second Ctrl-C does
+    runner.join(10)
+    assert not runner.is_alive()
+    assert [type(r).__name__ for r in out[0]] == ["Aborted", "Aborted"]
+
+
+def test_a_search_that_ends_first_leaves_the_determinism_flags_to_the_others(tmp_path):
+    # each search sets the global flags for its run; the first to end must not reset them
+    # while another in lockstep still runs
+    seen = {}
+
+    def tracked(name, epochs):
+        task = _task(tmp_path, name, "darts", 0, epochs=epochs)
+
+        def run(pass_baton):
+            def hook():
+                seen.setdefault(name, []).append(torch.are_deterministic_algorithms_enabled())
+                pass_baton()
+            return task(hook)
+        return run
+
+    before = torch.are_deterministic_algorithms_enabled()
+    results = Lockstep().run([tracked("short", 1), tracked("long", 3)])
+    assert not any(isinstance(r, BaseException) for r in results), results
+    assert len(seen["long"]) == 3 * len(seen["short"]) and all(seen["long"]) and all(seen["short"])
+    assert torch.are_deterministic_algorithms_enabled() == before     # restored at the end

@@ -276,6 +276,37 @@ def test_commands_fresh_and_resume(tmp_path):
         "--no-progress", "--no-download"]
 
 
+def test_a_budget_stop_signals_a_lockstep_process_once(tmp_path, table, monkeypatch):
+    # a second SIGTERM tells a search to stop at once, without its step's checkpoint; signals
+    # sent at once may merge in the kernel, so the test counts what stop_all sends
+    class Proc:
+        pid, returncode = 4242, None
+
+        def poll(self):
+            return self.returncode
+
+        def wait(self):
+            return self.returncode
+
+    sent = []
+
+    def killpg(pid, sig):
+        sent.append((pid, sig))
+        proc.returncode = -sig
+    monkeypatch.setattr(rn.os, "killpg", killpg)
+    proc = Proc()
+    args = run_args(tmp_path / "runs", tmp_path, table[0], "--lockstep")
+    runner = rn.Runner([], args, out=[].append)
+    jobs = [rn.Job("darts", s, tmp_path / "runs" / f"darts-s{s}") for s in (0, 1, 2)]
+    for job in jobs:
+        job.proc, job.log_file, job.started = proc, open(tmp_path / "log", "ab"), time.monotonic()
+        job.group = [j.name for j in jobs]
+        runner.running.append(job)
+    runner.stop_all()
+    assert sent == [(4242, rn.signal.SIGTERM)]
+    assert [j.killed for j in jobs] == ["at the budget"] * 3 and not runner.running
+
+
 def test_lockstep_groups_and_commands(tmp_path):
     args = rn.build_parser().parse_args([
         "run", "--runs", str(tmp_path), "--data", str(tmp_path / "d"), "--benchmark",

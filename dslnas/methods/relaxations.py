@@ -50,6 +50,7 @@ __all__ = ["Relaxation", "Softmax", "Dirichlet", "SoftmaxBeta", "RELAXATIONS", "
 
 class Relaxation:
     name = "relaxation"
+    samples = False         # draws random numbers in every forward (then inside CUDA graphs)
 
     def extra_parameters(self, supernet) -> dict[str, nn.Parameter]:
         return {}
@@ -87,6 +88,7 @@ class Softmax(Relaxation):
 
 class Dirichlet(Relaxation):
     name = "dirichlet"
+    samples = True
 
     def __init__(self, reg: str = "l2", reg_scale: float = 1e-3, anchor: float = 1.0,
                  strength: str = "softmax"):

@@ -49,7 +49,7 @@ class AvgPool3x3(nn.AvgPool2d):
     Eagerly it is ``AvgPool2d`` itself (one kernel). Under ``torch.compile`` it is
     :func:`window_mean_3x3`, the same function: Inductor's own avg_pool2d backward indexes every
     gradient through nested clamps, which gave the compiled NB201 cells their largest kernels
-    (18k lines of Triton IR each); with shifted adds compiling NB201's cells took 71 instead of
+    (18k lines of Triton IR each); with shifted adds compiling NB201's cells took 66 instead of
     127 s on the CPU (docs/performance.md)."""
 
     def __init__(self, stride: int = 1):

@@ -132,7 +132,8 @@ def add_commands(subparsers) -> None:
     s.add_argument("--seeds", type=_nonneg_int("--seeds"), nargs="+", metavar="S",
                    help="search these seeds at once, in one process that gives each its own "
                         "CUDA stream and runs them in turn, one iteration each, so the GPU "
-                        "overlaps their kernels; each computes what it computes alone. With "
+                        "overlaps their kernels; each computes what it computes alone (on the "
+                        "CPU exactly; on a GPU as closely as two runs of one seed agree). With "
                         "--out, the path holds {seed}, e.g. --out runs/darts-s{seed}")
     s.add_argument("--subset", type=_nonneg_int("--subset"), metavar="N",
                    help="use only the first N training images (quick runs)")
@@ -517,6 +518,7 @@ class _Job:
     channels_last: bool
     benchmark: Any = None
     resume_state: dict | None = None
+    config: dict | None = None      # a resumed run's config.json, written once all are checked
 
 
 def _search(args) -> int:
@@ -536,6 +538,8 @@ def _search(args) -> int:
         if args.seed is not None and args.seeds:
             raise _user_error("give --seed or --seeds, not both")
         seeds = args.seeds or [0 if args.seed is None else args.seed]
+        if min(seeds) < 0:
+            raise _user_error(f"--seed{'s' if args.seeds else ''} must be >= 0, got {min(seeds)}")
         if len(set(seeds)) < len(seeds):
             raise _user_error(f"--seeds: a seed is given twice ({' '.join(map(str, seeds))})")
         if len(seeds) > 1 and args.out and "{seed}" not in args.out:
@@ -552,6 +556,9 @@ def _search(args) -> int:
             for job in jobs:
                 job.run.close()
             raise _user_error(f"--resume: the runs differ in {what}; resume them one by one")
+    for job in jobs:            # every run checked: now note the resumes
+        if job.config is not None:
+            job.run.write_config(job.config)
     return _run_jobs(jobs, args)
 
 
@@ -629,9 +636,8 @@ def _resumed(args, run, datasets: dict) -> _Job:
         {"at_epoch": int(resume_state.get("epoch", 0)), "device": device,
          "channels_last": channels_last, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}]
     config["channels_last"] = channels_last      # what the next resume keeps
-    run.write_config(config)
     return _Job(run, ir, method, data, seed, deterministic, device, channels_last, benchmark,
-                resume_state)
+                resume_state, config)
 
 
 def _fresh_job(args, seed: int, datasets: dict) -> _Job:
@@ -645,7 +651,7 @@ def _fresh_job(args, seed: int, datasets: dict) -> _Job:
     if not args.space:
         raise _user_error("give a SPACE.nas file (or --resume RUN_DIR)")
     for flag, v, lo in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
-                        ("--subset", args.subset, 2), ("--seed", seed, 0)):
+                        ("--subset", args.subset, 2)):
         if v is not None and v < lo:
             raise _user_error(f"{flag} must be >= {lo}, got {v}")
     dataset = (args.dataset or "cifar10").lower().replace("-", "").replace("_", "")
@@ -724,6 +730,14 @@ def _search_data(ds, method, device: str, seed: int, subset, channels_last: bool
                                    subset=subset, channels_last=channels_last)
 
 
+def _serial_on_gpu(jobs: list[_Job]) -> bool:
+    """Whether searches in lockstep must also take turns on the GPU (``Lockstep(serial=...)``):
+    on CUDA, when one of them samples random numbers in its steps (DrNAS)."""
+    from .loop import make_parts
+    return jobs[0].device == "cuda" and any(make_parts(j.method).relaxation.samples
+                                            for j in jobs)
+
+
 def _run_jobs(jobs: list[_Job], args) -> int:
     """Run the searches: one as it is, several in lockstep (one CUDA stream each); then each
     one's summary. The exit code is 128 + the signal's number when a signal stopped them."""
@@ -757,7 +771,13 @@ def _run_jobs(jobs: list[_Job], args) -> int:
             stack.enter_context(job.run)
         should_stop = stack.enter_context(_stop_signals([j.run.path for j in jobs]))
         if several:
-            results = Lockstep(jobs[0].device).run([partial(one, j, should_stop) for j in jobs])
+            serial = _serial_on_gpu(jobs)
+            if serial:
+                print("lockstep: the relaxation samples inside the CUDA graphs, whose random "
+                      "offsets all graphs share: the searches take turns on the GPU too",
+                      file=sys.stderr)
+            results = Lockstep(jobs[0].device, serial=serial).run(
+                [partial(one, j, should_stop) for j in jobs])
         else:
             results = [one(jobs[0], should_stop)]
     errors = [r for r in results if isinstance(r, BaseException)]

@@ -127,19 +127,29 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+_DETERMINISM = {"depth": 0, "saved": None}     # searches in lockstep share the flags
+
+
 @contextmanager
 def _determinism(deterministic: bool, device: torch.device):
-    """Set the global determinism flags for the duration of a search, then restore them."""
-    saved = (torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    """Set the global determinism flags for the duration of a search, then restore them. Nested
+    (searches in lockstep, which share one setting), the outermost saves and the last to leave
+    restores: a search that ends first must not reset the flags under the others."""
+    if _DETERMINISM["depth"] == 0:
+        _DETERMINISM["saved"] = (torch.are_deterministic_algorithms_enabled(),
+                                 torch.is_deterministic_algorithms_warn_only_enabled(),
+                                 torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    _DETERMINISM["depth"] += 1
     try:
         if not deterministic and device.type == "cuda":
             torch.backends.cudnn.benchmark = True       # static shapes: let cuDNN pick kernels
         yield
     finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+        _DETERMINISM["depth"] -= 1
+        if _DETERMINISM["depth"] == 0:
+            saved = _DETERMINISM["saved"]
+            torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
 
 
 class _GlobalAvgPool(nn.Module):
