@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                     "device" + (" or resume fewer runs at once" if len(args.resume) > 1 else "")
                     + ", or start a new search with a smaller network or --batch-size")
         else:
-            hint = "try a smaller network (--set C=..., fewer cells) or --batch-size"
+            hint = ("try a smaller network (--set C=..., fewer cells) or --batch-size"
+                    + (", or fewer --seeds at once" if len(getattr(args, "seeds", None) or ()) > 1
+                       else ""))
         print(f"error: not enough memory ({text.splitlines()[0] if text else 'MemoryError'}); "
               f"{hint}", file=sys.stderr)
     except UnicodeDecodeError as e:  # a binary file where text was expected, wherever it was read

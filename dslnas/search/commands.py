@@ -812,13 +812,14 @@ def _stop_signals(run_dirs: list[Path]):
     try:
         yield lambda: asked[0] if asked else None
     except KeyboardInterrupt:
+        saved = [d for d in run_dirs if (Path(d) / CHECKPOINT_NAME).exists()]
         for run_dir in run_dirs:
-            if (Path(run_dir) / CHECKPOINT_NAME).exists():
-                print(f"the last checkpoint stays; continue with: dslnas search --resume "
-                      f"{run_dir}", file=sys.stderr)
-            else:
+            if run_dir not in saved:
                 print(f"stopped before the first checkpoint; {run_dir} holds nothing to resume",
                       file=sys.stderr)
+        if saved:
+            print(f"the last checkpoint{'s stay' if len(saved) > 1 else ' stays'}; continue "
+                  f"with: dslnas search --resume {' '.join(map(str, saved))}", file=sys.stderr)
         raise
     finally:
         for sig, h in old.items():
