@@ -121,10 +121,11 @@ class Lockstep:
         except BaseException as e:          # reported to the caller, who decides
             results[i] = e
         finally:
-            # free this search's CUDA graphs now, while no other thread can be capturing one
-            # (a graph destroyed during another's capture would break that capture)
-            gc.collect()
-            self._mark_work(stream)
+            if self._current == i:      # (not so when aborted while waiting)
+                # free this search's CUDA graphs now, while no other thread can be capturing
+                # one (a graph destroyed during another's capture would break that capture)
+                gc.collect()
+                self._mark_work(stream)
             self._leave(i)
 
     def _mark_work(self, stream) -> None:
@@ -150,5 +151,6 @@ class Lockstep:
         with self._cond:
             k = self._order.index(i)
             self._order.remove(i)
-            self._current = self._order[k % len(self._order)] if self._order else None
+            if self._current == i:      # hand the baton on; a task aborted while waiting has none
+                self._current = self._order[k % len(self._order)] if self._order else None
             self._cond.notify_all()
