@@ -278,3 +278,17 @@ def test_a_search_that_ends_first_leaves_the_determinism_flags_to_the_others(tmp
     assert not any(isinstance(r, BaseException) for r in results), results
     assert len(seen["long"]) == 3 * len(seen["short"]) and all(seen["long"]) and all(seen["short"])
     assert torch.are_deterministic_algorithms_enabled() == before     # restored at the end
+
+
+def test_searches_that_sample_inside_their_graphs_take_turns_on_the_gpu_too():
+    from types import SimpleNamespace
+
+    from dslnas.search.commands import _serial_on_gpu
+
+    def jobs(device, *methods):
+        return [SimpleNamespace(device=device, method=get_method(m).for_family("nb201"))
+                for m in methods]
+    assert _serial_on_gpu(jobs("cuda", "darts", "drnas"))          # Dirichlet samples
+    assert _serial_on_gpu(jobs("cuda", "drnas-progressive", "drnas-progressive"))
+    assert not _serial_on_gpu(jobs("cuda", "darts", "rf-darts", "idarts-ift", "pc-darts"))
+    assert not _serial_on_gpu(jobs("cpu", "drnas", "drnas"))       # no streams to overlap
