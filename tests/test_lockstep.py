@@ -179,6 +179,13 @@ def test_a_failed_resume_of_several_runs_changes_none_of_them(tmp_path, capsys):
     assert code == 0, err                                              # and it is unlocked
 
 
+def test_a_space_after_seeds_is_named_as_the_mistake(capsys):
+    with pytest.raises(SystemExit) as stop:           # argparse's own exit
+        cli.main(["search", "--seeds", "0", "1", str(NB201), *map(str, TINY)])
+    assert stop.value.code == 2
+    assert "give the space before --seeds" in capsys.readouterr().err
+
+
 def test_resume_refuses_a_run_named_twice(tmp_path, capsys):
     code, _, err = _cli(capsys, "search", "--resume", tmp_path / "a", tmp_path / "a")
     assert code == 2 and "named twice" in err

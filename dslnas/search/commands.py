@@ -78,7 +78,11 @@ def _nonneg_int(name):
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+            # a list option takes every word after it: `--seeds 0 1 space.nas` ate the space
+            hint = (f" (give the space before {name}: it takes every number after it)"
+                    if text.endswith(".nas") else "")
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}{hint}") \
+                from None
         if v >= 2 ** 63:
             raise argparse.ArgumentTypeError(f"{name} is too large: {text}")
         return v
