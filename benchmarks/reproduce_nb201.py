@@ -399,7 +399,7 @@ class Job:
     epochs_before: int = 0
     killed: str = ""                       # why this script stopped it ("at the budget")
     outcome: str = ""
-    group: list[str] = field(default_factory=list)   # the names of its process's searches
+    group: list[int] = field(default_factory=list)   # lockstep: the seeds of its process
 
     @property
     def name(self) -> str:
@@ -409,10 +409,8 @@ class Job:
     def log(self) -> Path:
         """The output of the search's process, beside its run folder (which the search must
         create itself); one log for the searches of one lockstep process."""
-        names = self.group or [self.name]
-        name = names[0] if len(names) == 1 else self.method + "-s" + "-".join(
-            n.rsplit("-s", 1)[1] for n in names)
-        return self.run_dir.with_name(name + ".log")
+        seeds = self.group or [self.seed]
+        return self.run_dir.with_name(f"{self.method}-s{'-'.join(map(str, seeds))}.log")
 
 
 def search_command(jobs: Job | list[Job], args) -> list[str]:
@@ -479,11 +477,11 @@ class Runner:
     def start(self, group: list[Job]) -> None:
         """Start one process for the searches of ``group`` (all fresh or all resumed)."""
         states = [run_state(job.run_dir) for job in group]
-        names = [job.name for job in group]
+        seeds = [job.seed for job in group]
         log_file = None
         try:
             for job, state in zip(group, states):
-                job.group = names if len(group) > 1 else []
+                job.group = seeds if len(group) > 1 else []
                 if state.status == "partial":
                     job.mode = "resume"
                     job.epochs_before = state.epochs

@@ -300,7 +300,7 @@ def test_a_budget_stop_signals_a_lockstep_process_once(tmp_path, table, monkeypa
     jobs = [rn.Job("darts", s, tmp_path / "runs" / f"darts-s{s}") for s in (0, 1, 2)]
     for job in jobs:
         job.proc, job.log_file, job.started = proc, open(tmp_path / "log", "ab"), time.monotonic()
-        job.group = [j.name for j in jobs]
+        job.group = [j.seed for j in jobs]
         runner.running.append(job)
     runner.stop_all()
     assert sent == [(4242, rn.signal.SIGTERM)]

@@ -549,11 +549,10 @@ def _search(args) -> int:
         if len(seeds) > 1 and args.out and "{seed}" not in args.out:
             raise _user_error(f"--out {args.out}: with several seeds the path needs {{seed}}, "
                               f"e.g. --out runs/nb201-darts-s{{seed}}")
-        if len(seeds) > 1 and args.out:     # every folder is free before any is made
+        if args.out:                        # every folder is free before any is made
+            from .rundir import RunDir
             for seed in seeds:
-                out = Path(args.out.replace("{seed}", str(seed)))
-                if out.exists() and (not out.is_dir() or any(out.iterdir())):
-                    raise _user_error(f"--out {out}: already exists and is not empty")
+                RunDir.check_free(args.out.replace("{seed}", str(seed)))
         jobs = _each(seeds, lambda seed: _fresh_job(args, seed, datasets))
     for what in ("device", "deterministic"):       # one process runs them together
         if len({getattr(j, what) for j in jobs}) > 1:
@@ -682,8 +681,6 @@ def _fresh_job(args, seed: int, datasets: dict) -> _Job:
     device = _device(args.device)
     benchmark = _load_benchmark(args.benchmark, ir)     # fail early, before the data is loaded
     out = args.out.replace("{seed}", str(seed)) if args.out else None
-    if out and Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
-        RunDir.create(out, space=ir.name, method=method.name, seed=seed)   # raises
     ds = _dataset(datasets, dataset, root, norm, args.no_download)
     channels_last = bool(args.channels_last)
     data = _search_data(ds, method, device, seed, args.subset, channels_last)
@@ -764,8 +761,7 @@ def _run_jobs(jobs: list[_Job], args) -> int:
                       deterministic=job.deterministic, resume_state=job.resume_state,
                       benchmark=job.benchmark, progress=not (args.no_progress or several),
                       stop_after=args.stop_after, channels_last=job.channels_last,
-                      cuda_graphs=args.cuda_graphs,
-                      fused=args.fused,
+                      cuda_graphs=args.cuda_graphs, fused=args.fused,
                       compile_cells=args.compile_cells,
                       checkpoint_every=60.0 * args.checkpoint_minutes or None,
                       should_stop=should_stop, log=log, after_iteration=pass_baton)

@@ -86,6 +86,18 @@ class RunDir:
         self._lock = None
 
     # ---- lifecycle ------------------------------------------------------------------------
+    @staticmethod
+    def check_free(out: str | os.PathLike) -> None:
+        """Raise RunDirError unless ``out`` is absent or an empty folder."""
+        path = Path(out)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            hint = (" (it holds a run: continue it with --resume)"
+                    if (path / CHECKPOINT_NAME).exists() else
+                    " (it holds a run that stopped before its first checkpoint: delete it "
+                    "or choose another --out)"
+                    if (path / CONFIG).exists() else "")
+            raise RunDirError(f"--out {path}: exists and is not an empty folder{hint}")
+
     @classmethod
     def create(cls, out: str | os.PathLike | None, *, space: str, method: str, seed: int,
                root: str | os.PathLike = "runs", tensorboard: bool = True) -> "RunDir":
@@ -93,13 +105,7 @@ class RunDir:
         folder under ``root``."""
         if out is not None:
             path = Path(out)
-            if path.exists() and (not path.is_dir() or any(path.iterdir())):
-                hint = (" (it holds a run: continue it with --resume)"
-                        if (path / CHECKPOINT_NAME).exists() else
-                        " (it holds a run that stopped before its first checkpoint: delete it "
-                        "or choose another --out)"
-                        if (path / CONFIG).exists() else "")
-                raise RunDirError(f"--out {path}: exists and is not an empty folder{hint}")
+            cls.check_free(path)
         else:
             base = Path(root) / default_run_name(space, method, seed)
             path, n = base, 1
