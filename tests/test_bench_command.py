@@ -100,10 +100,13 @@ def test_json_has_every_documented_key_with_sane_values(results, method):
 def test_second_order_arch_step_costs_more_flops_than_first_order(results):
     first, second = results("darts"), results("darts-2nd")
     assert first["flops_weight_step"] == second["flops_weight_step"]     # the same supernet
-    # DARTS-V1's arch step is one forward + backward, like the weight step
-    assert first["flops_arch_step"] == first["flops_weight_step"]
+    # DARTS-V1's arch step is one forward + backward like the weight step, but reads ∇_α only:
+    # its backward computes no weight gradients (a third of a convolution's FLOPs), and none
+    # below the first cell (the stem)
+    assert 0.55 * first["flops_weight_step"] < first["flops_arch_step"]
+    assert first["flops_arch_step"] < 0.7 * first["flops_weight_step"]
     # the unrolled step adds a virtual step and the finite-difference mixed term
-    assert second["flops_arch_step"] > 2 * first["flops_arch_step"]
+    assert second["flops_arch_step"] > 3 * first["flops_arch_step"]
 
 
 def test_partial_channels_cost_fewer_flops_than_darts(results):
@@ -220,4 +223,4 @@ def test_the_graphed_timing_path_with_the_eager_twin():
     assert r.weight_step_ms > 0 and len(r.arch_step_ms_all) == 2
     assert r.iteration_ms == pytest.approx(r.weight_step_ms + r.arch_step_ms)
     assert r.images_per_s == pytest.approx(2 * 8 / (r.iteration_ms / 1e3))
-    assert r.flops_arch_step == r.flops_weight_step > 0
+    assert 0 < r.flops_arch_step < r.flops_weight_step   # the arch step reads ∇_α only

@@ -15,9 +15,10 @@ from dslnas.search.loop import Searcher
 from test_graphs import data_for, digits, ir, run_epochs, spec, tensors  # noqa: F401 (fixtures)
 
 
-# darts-2nd: the w' and w ± r·v passes; idarts-ift: the inner loop, and a double-backward
-# hypergradient, whose architecture step runs the cells' eager code
-@pytest.mark.parametrize("method, graphs", [("darts", 6), ("darts-2nd", 6), ("idarts-ift", 3)])
+# darts-2nd: the w' pass (∇ to w and α) and the w ± r·v passes (α only); idarts-ift: the
+# inner loop, and a double-backward hypergradient, whose architecture step runs the cells'
+# eager code
+@pytest.mark.parametrize("method, graphs", [("darts", 6), ("darts-2nd", 9), ("idarts-ift", 3)])
 def test_compiled_cells_search_like_eager_cells(digits, ir, method, graphs):  # noqa: F811
     import torch._dynamo
     from torch._dynamo.utils import counters
@@ -52,8 +53,9 @@ def test_compiled_cells_search_like_eager_cells(digits, ir, method, graphs):  # 
             torch.testing.assert_close(tc[k], te[k], rtol=1e-3, atol=2e-4, msg=k)
     assert compiled.genotype() == eager.genotype()
     # compiling is the slow part: per cell shape (three widths at N=1) one graph for the weight
-    # step and one for the architecture step (none where it differentiates twice); the partial
-    # batch (4 of 36 images) ran eagerly
+    # step (gradients to w) and one for the first-order architecture step (to α only; none
+    # where it differentiates twice); darts-2nd adds its w' pass (to both); the partial batch
+    # (4 of 36 images) ran eagerly
     assert counters["stats"]["unique_graphs"] == graphs
 
 

@@ -311,3 +311,45 @@ def test_unrolled_on_module_restores_parameters_and_matches_reference():
     (ref,) = torch.autograd.grad(f(w1, "val"), a)
     torch.testing.assert_close(g_ex, ref, rtol=0, atol=1e-12)
     torch.testing.assert_close(g_fd, ref, rtol=0, atol=1e-5)
+
+
+def _recorded_forwards(strategy):
+    """(weights require grad, α requires grad) at each forward of TinyMixed during ``strategy``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = TinyMixed().double()
+        alpha = nn.Parameter(torch.randn(3, dtype=DT))
+        batches = {k: (torch.randn(8, 4, dtype=DT), torch.randn(8, 3, dtype=DT)) for k in ("train", "val")}
+    model.ops[1].weight.requires_grad_(False)  # a frozen weight (RF-DARTS), not in `weights`
+    weights = [model.ops[0].weight, model.ops[0].bias]
+    seen = []
+    model.register_forward_pre_hook(
+        lambda m, args: seen.append((tuple(p.requires_grad for p in weights), args[1].requires_grad)))
+    loss = lambda b: nn.functional.mse_loss(model(batches[b][0], alpha), batches[b][1])  # noqa: E731
+    opt = torch.optim.SGD(weights, lr=0.1)
+    g = strategy(Bilevel(weights, [alpha], loss, loss, opt), "train", "val")
+    # every flag is restored, the frozen weight stays frozen
+    assert all(p.requires_grad for p in weights) and alpha.requires_grad
+    assert not model.ops[1].weight.requires_grad
+    # and the gradient is the same as with nothing held constant
+    return seen, g[0], (model, alpha, batches, weights)
+
+
+def test_first_order_holds_the_weights_constant():
+    """Only ∇_α is read, so the val forward records no path to w: no backward (eager or
+    compiled) computes the weights' gradients, 1/3 of a conv net's backward FLOPs."""
+    seen, g, (model, alpha, batches, weights) = _recorded_forwards(FirstOrder())
+    assert seen == [((False, False), True)]
+    ref = torch.autograd.grad(nn.functional.mse_loss(model(batches["val"][0], alpha),
+                                                     batches["val"][1]), [alpha, *weights])[0]
+    assert torch.equal(g, ref)
+
+
+def test_unrolled_holds_constant_what_each_pass_does_not_read():
+    # ∇_w L_train (α constant), ∇_α and ∇_w' L_val at w', then ∇_α L_train at w ± r·v
+    seen, _, _ = _recorded_forwards(Unrolled())
+    assert seen == [((True, True), False), ((True, True), True),
+                    ((False, False), True), ((False, False), True)]
+    # the exact mixed product differentiates ∇_w L_train by α: both sides are needed there
+    seen, _, _ = _recorded_forwards(Unrolled(exact=True))
+    assert seen == [((True, True), False), ((True, True), True), ((True, True), True)]

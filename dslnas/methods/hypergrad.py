@@ -28,11 +28,15 @@ Contract shared by every strategy ``s(problem, train_batch, val_batch)``:
   before the call is invalidated by those in-place writes (version counter).
 - buffers are not saved: extra forward passes in train mode still update e.g.
   BatchNorm running statistics, exactly as in the official DARTS code.
+- a forward whose gradient is wanted for α only (or for w only) holds the other side
+  constant (:func:`_constant`): no backward, eager or compiled, computes gradients that
+  nobody reads.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Protocol, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import attrs
 import torch
@@ -84,6 +88,32 @@ def _grad(out: Tensor, inputs: Sequence[Tensor], create_graph: bool = False,
     gs = torch.autograd.grad(out, list(inputs), create_graph=create_graph,
                              retain_graph=retain_graph, allow_unused=True)
     return [torch.zeros_like(x) if g is None else g for g, x in zip(gs, inputs)]
+
+
+@contextmanager
+def _constant(params: Sequence[Tensor]) -> Iterator[None]:
+    """Hold ``params`` constant in the forwards run inside the block: autograd records no
+    path to them, so the backward computes none of their gradients. ``autograd.grad``'s
+    ``inputs`` prune eager kernels too, but a compiled cell's backward is one fused function
+    that returns a gradient for every input that required grad when it was traced; compiled
+    cells are specialised on ``requires_grad``, so this selects the graph without them.
+    (First-order DARTS' architecture step: the weights' gradients are 1/3 of its
+    convolution FLOPs.)"""
+    flipped = [p for p in params if p.requires_grad]
+    for p in flipped:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in flipped:
+            p.requires_grad_(True)
+
+
+def _alpha_grads(loss_fn: Callable[[], Tensor], weights: Sequence[Tensor],
+                 alphas: Sequence[Tensor]) -> list[Tensor]:
+    """∇_α of ``loss_fn()``, the weights held constant."""
+    with _constant(weights):
+        return [g.detach() for g in _grad(loss_fn(), alphas)]
 
 
 def _dot(xs: Sequence[Tensor], ys: Sequence[Tensor]) -> Tensor:
@@ -149,11 +179,11 @@ def finite_difference_mixed(loss_fn: Callable[[], Tensor], weights: Sequence[Ten
         with torch.no_grad():
             for p, v in zip(weights, vec):
                 p.add_(v * r)
-        g_plus = [g.detach() for g in _grad(loss_fn(), alphas)]
+        g_plus = _alpha_grads(loss_fn, weights, alphas)
         with torch.no_grad():
             for p, s, v in zip(weights, saved, vec):
                 p.copy_(s).sub_(v * r)  # from the clean copy, not by −2r·v
-        g_minus = [g.detach() for g in _grad(loss_fn(), alphas)]
+        g_minus = _alpha_grads(loss_fn, weights, alphas)
     finally:
         _restore(weights, saved)
     return [(gp - gm) / (2 * r) for gp, gm in zip(g_plus, g_minus)]
@@ -248,7 +278,7 @@ class FirstOrder:
     """DARTS first order (§2a, ξ = 0): g = ∇_α L_val(w, α). The train batch is unused."""
 
     def __call__(self, problem: Bilevel, train_batch: Any, val_batch: Any) -> list[Tensor]:
-        return _val_grads(problem, val_batch)[0]
+        return _alpha_grads(lambda: problem.val_loss(val_batch), problem.weights, problem.alphas)
 
 
 @attrs.frozen
@@ -277,7 +307,8 @@ class Unrolled:
     def __call__(self, problem: Bilevel, train_batch: Any, val_batch: Any) -> list[Tensor]:
         w = problem.weights
         settings = _sgd_settings(problem)
-        gw = _grad(problem.train_loss(train_batch), w)  # no create_graph: w' is a plain tensor
+        with _constant(problem.alphas):  # no create_graph: w' is a plain tensor
+            gw = _grad(problem.train_loss(train_batch), w)
         saved = _save(w)
         try:
             with torch.no_grad():
