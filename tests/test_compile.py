@@ -81,3 +81,41 @@ def test_compiled_cells_compute_what_eager_cells_compute_in_float64(digits, ir, 
     for k, v in eager.items():
         if v.is_floating_point():
             torch.testing.assert_close(compiled[k], v, rtol=1e-10, atol=1e-12, msg=k)
+
+
+TWO_CELLS = """
+space two
+ops [none, skip_connect, nor_conv_1x1]
+bn { affine false; track_stats true; pool_bn false }
+cell cell(inputs 1, nodes 1) {
+  edges dense
+  output last
+  derive argmax
+}
+network(C = 4) {
+  stem conv3x3(C)
+  repeat 2 cell(C)
+  head bn relu gap linear
+}
+"""
+
+
+@pytest.mark.parametrize("method", ["darts", "rf-darts"])
+def test_cells_of_one_shape_share_graphs_whatever_their_inputs_need(tmp_path, method):
+    """The architecture step holds the stem constant (and rf-darts freezes it), so the first
+    cell's input needs no gradient while the second's does; still one graph per step kind."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    from dslnas.ir.lower import compile_file
+    path = tmp_path / "two.nas"
+    path.write_text(TWO_CELLS)
+    torch._dynamo.reset()
+    counters.clear()
+    s = Searcher(compile_file(path, {"in_channels": 3, "classes": 10}),
+                 spec(method, batch_size=8), seed=0, compile_cells=True)
+    g = torch.Generator().manual_seed(0)
+    batch = lambda: (torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g))  # noqa: E731
+    for _ in range(2):
+        s.iteration(*batch(), *batch(), do_arch=True, frozen=False)
+    assert counters["stats"]["unique_graphs"] == 2     # the weight step's and the arch step's
+    assert all(torch.isfinite(a).all() for a in s.supernet.alphas.values())

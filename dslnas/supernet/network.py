@@ -98,10 +98,19 @@ class Supernet(nn.Module):
 
     def _cell_call(self, x: torch.Tensor, weights: dict[str, torch.Tensor]):
         groups = self.cell_groups
-        if self.compiled_batch is None or (not self._eager_cells and self.training
-                                           and torch.is_grad_enabled()
-                                           and x.shape[0] == self.compiled_batch):
+        if self.compiled_batch is None:
             return lambda i, cell, ins: cell(ins, weights[groups[i]])
+        if not self._eager_cells and self.training and torch.is_grad_enabled() \
+                and x.shape[0] == self.compiled_batch:
+            # Compiled graphs are specialised on each input's requires_grad. Where the stem is
+            # held constant (the architecture step; frozen random features) its output needs no
+            # gradient, and the first cells would each get graphs of their own (≈ 20 s of
+            # compiling each on the CPU) to skip a few backward kernels per step. So a compiled
+            # cell always sees inputs that require grad; that gradient is never read.
+            def compiled(i, cell, ins):
+                ins = [t if t.requires_grad else t.detach().requires_grad_() for t in ins]
+                return cell(ins, weights[groups[i]])
+            return compiled
         # a compiled cell's ``forward`` is its eager code
         return lambda i, cell, ins: cell.forward(ins, weights[groups[i]])
 
