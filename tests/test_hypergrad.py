@@ -353,3 +353,11 @@ def test_unrolled_holds_constant_what_each_pass_does_not_read():
     # the exact mixed product differentiates ∇_w L_train by α: both sides are needed there
     seen, _, _ = _recorded_forwards(Unrolled(exact=True))
     assert seen == [((True, True), False), ((True, True), True), ((True, True), True)]
+
+
+def test_a_tensor_cannot_be_both_weight_and_alpha():
+    toy = Toy()
+    problem = Bilevel(toy.w + toy.a[:1], toy.a, toy.problem().train_loss, toy.problem().val_loss)
+    with pytest.raises(ValueError, match="both a weight and an alpha"):
+        FirstOrder()(problem, "train", "val")
+    assert all(p.requires_grad for p in toy.w + toy.a)

@@ -63,7 +63,8 @@ class Bilevel:
     *current* values of ``weights`` and ``alphas`` (typically a forward pass of
     the supernet that owns them). ``weight_optimizer`` is the SGD optimizer of
     ``weights``; strategies read lr, momentum buffers and weight decay from it
-    but never step it.
+    but never step it. ``weights`` and ``alphas`` are disjoint: a pass that reads
+    only one side's gradient holds the other constant.
     """
 
     weights: list[torch.nn.Parameter]
@@ -99,10 +100,12 @@ def _constant(params: Sequence[Tensor]) -> Iterator[None]:
     cells are specialised on ``requires_grad``, so this selects the graph without them.
     (First-order DARTS' architecture step: the weights' gradients are 1/3 of its
     convolution FLOPs.)"""
-    flipped = [p for p in params if p.requires_grad]
-    for p in flipped:
-        p.requires_grad_(False)
+    flipped = []
     try:
+        for p in params:
+            if p.requires_grad:
+                p.requires_grad_(False)
+                flipped.append(p)
         yield
     finally:
         for p in flipped:
@@ -111,7 +114,9 @@ def _constant(params: Sequence[Tensor]) -> Iterator[None]:
 
 def _alpha_grads(loss_fn: Callable[[], Tensor], weights: Sequence[Tensor],
                  alphas: Sequence[Tensor]) -> list[Tensor]:
-    """∇_α of ``loss_fn()``, the weights held constant."""
+    """∇_α of ``loss_fn()``, the weights held constant (so none may be an alpha)."""
+    if {id(w) for w in weights} & {id(a) for a in alphas}:
+        raise ValueError("a tensor is both a weight and an alpha")
     with _constant(weights):
         return [g.detach() for g in _grad(loss_fn(), alphas)]
 

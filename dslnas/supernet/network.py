@@ -107,10 +107,12 @@ class Supernet(nn.Module):
             # held constant (the architecture step; frozen random features) its output needs no
             # gradient, and the first cells would each get graphs of their own (≈ 20 s of
             # compiling each on the CPU) to skip a few backward kernels per step. So a compiled
-            # cell always sees inputs that require grad; that gradient is never read.
+            # cell always sees inputs that require grad; that gradient is never read. One leaf
+            # per tensor: DARTS feeds the stem to its first cell twice, and aliased inputs are
+            # part of what a graph is specialised on.
             def compiled(i, cell, ins):
-                ins = [t if t.requires_grad else t.detach().requires_grad_() for t in ins]
-                return cell(ins, weights[groups[i]])
+                leaves = {id(t): t.detach().requires_grad_() for t in ins if not t.requires_grad}
+                return cell([leaves.get(id(t), t) for t in ins], weights[groups[i]])
             return compiled
         # a compiled cell's ``forward`` is its eager code
         return lambda i, cell, ins: cell.forward(ins, weights[groups[i]])
