@@ -331,7 +331,6 @@ def _recorded_forwards(strategy):
     # every flag is restored, the frozen weight stays frozen
     assert all(p.requires_grad for p in weights) and alpha.requires_grad
     assert not model.ops[1].weight.requires_grad
-    # and the gradient is the same as with nothing held constant
     return seen, g[0], (model, alpha, batches, weights)
 
 

@@ -73,13 +73,13 @@ class Supernet(nn.Module):
         Compiling is slow (minutes for NB201 on the GPU machine, see docs/performance.md), so
         only what the search repeats is compiled: one graph per cell shape for the weight step
         (α held constant) and one for the architecture step (the weights held constant; DARTS'
-        second order adds its w' pass, which differentiates both). Other batch sizes (an epoch's last,
-        partial batch), eval mode, no-grad forwards and forwards inside ``eager_cells()`` run
-        the same cells eagerly."""
+        second order adds its w' pass, which differentiates both). Other batch sizes (an
+        epoch's last, partial batch), eval mode, no-grad forwards and forwards inside
+        ``eager_cells()`` run the same cells eagerly."""
         import torch._dynamo
         cells = [b for kind, b in zip(self.net.kinds, self.net.blocks) if kind == "cell"]
-        # raised for the process (dynamo's limit is global): two or three graphs per cell shape, and
-        # again after each stage change that reshapes the cells (DrNAS progressive); past the
+        # raised for the process (dynamo's limit is global): two or three graphs per cell shape,
+        # and again after each stage change that reshapes the cells (DrNAS progressive); past the
         # limit dynamo would fall back to eager
         limit = torch._dynamo.config.cache_size_limit
         torch._dynamo.config.cache_size_limit = max(limit, 8 * len(cells))
