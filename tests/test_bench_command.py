@@ -26,7 +26,7 @@ TINY = ["--set", "C=4", "--set", "N=1", "--batch-size", "8", "--steps", "2", "--
 KEYS = {
     "space", "method", "device", "device_name", "torch_version", "threads", "dataset",
     "batch_size", "steps", "warmup", "order", "inner_steps", "channels_last",
-    "fused", "cuda_graphs", "compiled", "compile_s", "timing", "notes",
+    "fused", "cuda_graphs", "compiled", "compile_s", "compiled_graphs", "timing", "notes",
     "weight_step_ms", "arch_step_ms", "iteration_ms", "weight_step_ms_all", "arch_step_ms_all",
     "wall_iteration_ms", "images_per_s", "train_images_per_s",
     "peak_memory_bytes", "peak_memory_kind",
@@ -91,6 +91,7 @@ def test_json_has_every_documented_key_with_sane_values(results, method):
     assert r["peak_memory_bytes"] > 0 and "RSS" in r["peak_memory_kind"]
     assert r["cuda_graphs"] is False and r["timing"].startswith("eager")
     assert r["compiled"] is False and r["compile_s"] is None      # CPU default: not compiled
+    assert r["compiled_graphs"] is None
     assert r["fused"] is (method != "pc-darts")      # partial channels need per-edge modules
     # no peak is tabulated for CPUs, so no utilisation
     assert r["peak_tflops"] is None and r["utilisation"] is None
@@ -224,3 +225,17 @@ def test_the_graphed_timing_path_with_the_eager_twin():
     assert r.iteration_ms == pytest.approx(r.weight_step_ms + r.arch_step_ms)
     assert r.images_per_s == pytest.approx(2 * 8 / (r.iteration_ms / 1e3))
     assert 0 < r.flops_arch_step < r.flops_weight_step   # the arch step reads ∇_α only
+
+
+def test_compiled_cells_report_their_graphs_and_compile_time(capsys, tmp_path):
+    import torch._dynamo
+    from test_compile import TWO_CELLS
+    torch._dynamo.reset()   # graphs are counted per process: none left from other tests
+    space = tmp_path / "two.nas"
+    space.write_text(TWO_CELLS)
+    code, out, err = run(capsys, "bench", str(space), "--method", "darts", "--compile",
+                         "--batch-size", "8", "--steps", "1", "--warmup", "0", "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    # two cells of one shape: one graph for the weight step, one for the arch step
+    assert r["compiled"] is True and r["compiled_graphs"] == 2 and r["compile_s"] > 0

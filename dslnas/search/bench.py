@@ -155,6 +155,7 @@ class BenchResult:
     fused: bool                     # fused search cells (supernet/fused.py) in the supernet
     compiled: bool                  # cells torch.compiled (Supernet.compile_cells)
     compile_s: float | None         # the first compiled iteration (compiling included), s
+    compiled_graphs: int | None     # graphs dynamo compiled in this run (cell shapes x steps)
     cuda_graphs: bool               # iterations replayed as CUDA graphs
     timing: str                     # how the steps were timed
     notes: list[str]                # e.g. why CUDA graphs are off
@@ -370,6 +371,8 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
             compile_cells = compile_by_default(device, False)
         compile_s = None
         if compile_cells:
+            from torch._dynamo.utils import counters
+            graphs_before = counters["stats"]["unique_graphs"]
             s.compile_cells()
             t0 = time.perf_counter()
             for name, step in order:
@@ -395,6 +398,8 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
                       "iteration minus it (" + ("CUDA events" if timer.cuda else "perf_counter")
                       + ")")
         times = timer.collect()
+        compiled_graphs = (counters["stats"]["unique_graphs"] - graphs_before
+                           if compile_cells else None)
         if timer.cuda:
             peak = int(torch.cuda.max_memory_allocated(device))
             peak_kind = "torch.cuda.max_memory_allocated over the timed steps (tensors only)"
@@ -429,7 +434,7 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
         torch_version=torch.__version__, threads=torch.get_num_threads(), dataset=dataset,
         batch_size=batch_size, steps=steps, warmup=warmup, order=sched.order, inner_steps=T,
         channels_last=channels_last, fused=bool(s.is_fused), compiled=bool(compile_cells),
-        compile_s=compile_s,
+        compile_s=compile_s, compiled_graphs=compiled_graphs,
         cuda_graphs=graphed is not None and graphed.capture and graphed.failed is None,
         timing=timing, notes=notes,
         weight_step_ms=w_ms, arch_step_ms=a_ms, iteration_ms=it_ms,
@@ -564,7 +569,8 @@ def format_result(r: BenchResult) -> str:
         f"batch {r.batch_size} train + {r.batch_size} val per iteration, {r.dataset} data, "
         f"order {r.order}, {r.steps} timed iterations after {r.warmup} warm-up",
         f"fused cells {'on' if r.fused else 'off'}, cuda graphs {'on' if r.cuda_graphs else 'off'}"
-        + (f", compiled cells ({r.compile_s:.1f} s to compile)" if r.compiled else "")
+        + (f", compiled cells ({r.compiled_graphs} graphs, {r.compile_s:.1f} s to compile)"
+           if r.compiled else "")
         + (", channels-last" if r.channels_last else "") + f"; timing {r.timing}",
         *(f"note: {n}" for n in r.notes),
         "",
