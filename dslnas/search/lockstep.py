@@ -26,13 +26,13 @@ A second Ctrl-C (``KeyboardInterrupt`` in the main thread) aborts: each search r
 from __future__ import annotations
 
 import gc
-import random
 import threading
 from contextlib import nullcontext
 from typing import Callable, Sequence, TypeVar
 
-import numpy as np
 import torch
+
+from .checkpoint import rng_state, set_rng_state
 
 __all__ = ["Lockstep", "Aborted"]
 
@@ -40,20 +40,6 @@ T = TypeVar("T")
 # a task gets the function to call after each of its iterations: it hands the baton on and
 # returns when the baton is back
 Task = Callable[[Callable[[], None]], T]
-
-
-def _rng_state(device: torch.device) -> tuple:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
-
-
-def _set_rng_state(state: tuple, device: torch.device) -> None:
-    py, npy, cpu, cuda = state
-    random.setstate(py)
-    np.random.set_state(npy)
-    torch.set_rng_state(cpu)
-    if cuda is not None:
-        torch.cuda.set_rng_state(cuda, device)
 
 
 class Aborted(Exception):
@@ -105,11 +91,11 @@ class Lockstep:
         stream = None
 
         def pass_baton() -> None:
-            state = _rng_state(self.device)
+            state = rng_state()
             self._mark_work(stream)
             self._hand_on(i)
             self._wait(i, stream)
-            _set_rng_state(state, self.device)
+            set_rng_state(state)
 
         try:
             stream = torch.cuda.Stream(self.device) if cuda else None
