@@ -32,6 +32,7 @@ KEYS = {
     "peak_memory_bytes", "peak_memory_kind",
     "flops_weight_step", "flops_arch_step", "flops_iteration", "flop_counter",
     "achieved_tflops", "peak_tflops", "peak_reference", "utilisation", "utilisation_basis",
+    "profile",
 }
 
 
@@ -96,6 +97,7 @@ def test_json_has_every_documented_key_with_sane_values(results, method):
     # no peak is tabulated for CPUs, so no utilisation
     assert r["peak_tflops"] is None and r["utilisation"] is None
     assert r["utilisation_basis"] is None
+    assert r["profile"] is None                        # only with --profile
 
 
 def test_second_order_arch_step_costs_more_flops_than_first_order(results):
@@ -239,3 +241,60 @@ def test_compiled_cells_report_their_graphs_and_compile_time(capsys, tmp_path):
     r = json.loads(out)
     # two cells of one shape: one graph for the weight step, one for the arch step
     assert r["compiled"] is True and r["compiled_graphs"] == 2 and r["compile_s"] > 0
+
+
+def test_profile_counts_what_each_step_dispatches(capsys, tmp_path):
+    fused = bench_json(capsys, "darts", "--profile")
+    plain = bench_json(capsys, "darts", "--profile", "--no-fused", "--trace", tmp_path / "tr")
+    for r in (fused, plain):
+        assert set(r["profile"]) == {"weight", "arch"}
+        for step in r["profile"].values():
+            assert step["aten_ops"] > 0
+            assert step["kernels"] is None and step["kernel_ms"] is None     # no GPU
+            top = step["top"]
+            assert 0 < len(top) <= 12 and sum(calls for _, calls, _ in top) <= step["aten_ops"]
+            assert [ms for *_, ms in top] == sorted((ms for *_, ms in top), reverse=True)
+            assert all(name.startswith("aten::") for name, *_ in top)
+        # the weight step's backward convolutions are among its ops
+        assert any(name == "aten::convolution_backward" for name, *_ in r["profile"]["weight"]["top"])
+    # the fused cell's point: fewer ops for the same FLOPs
+    for step in ("weight", "arch"):
+        assert fused["profile"][step]["aten_ops"] < plain["profile"][step]["aten_ops"]
+    # --trace wrote each profiled step as a Chrome trace
+    for step in ("weight", "arch"):
+        trace = json.loads((tmp_path / "tr" / f"{step}_step.json").read_text())
+        assert any(e.get("name") == "aten::convolution_backward" for e in trace["traceEvents"])
+
+
+def test_profile_in_the_human_output(capsys):
+    code, out, err = run(capsys, "bench", NB201, "--method", "darts", *TINY, "--profile")
+    assert code == 0, err
+    assert "weight step: " in out and " ATen ops" in out and "arch step: " in out
+    assert "aten::conv2d" in out
+
+
+def test_profile_summary_of_gpu_events():
+    """The CUDA side of the summary, on hand-made profiler events: kernels counted and their
+    device time summed and ranked; ATen ops nested in other ATen ops not counted again."""
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import FunctionEvent
+    from dslnas.search.profiling import summarise
+
+    def ev(i, name, start, end, device=DeviceType.CPU, parent=None):
+        e = FunctionEvent(i, name, thread=1, start_us=start, end_us=end, device_type=device)
+        if parent is not None:
+            e.set_cpu_parent(parent)
+        return e
+    conv = ev(0, "aten::conv2d", 0, 50)
+    inner = ev(1, "aten::convolution", 1, 49, parent=conv)
+    relu = ev(2, "aten::relu", 60, 70)
+    launch = ev(3, "cudaLaunchKernel", 61, 62, parent=relu)        # not an ATen op
+    kernels = [ev(4, "implicit_gemm", 100, 130, DeviceType.CUDA),
+               ev(5, "triton_poi_fused_relu_0", 130, 135, DeviceType.CUDA),
+               ev(6, "implicit_gemm", 140, 160, DeviceType.CUDA)]
+    s = summarise([conv, inner, relu, launch, *kernels], cuda=True)
+    assert s["aten_ops"] == 2 and s["kernels"] == 3
+    assert s["kernel_ms"] == pytest.approx(0.055)
+    assert s["top"] == [["implicit_gemm", 2, 0.05], ["triton_poi_fused_relu_0", 1, 0.005]]
+    cpu = summarise([conv, inner, relu, launch], cuda=False)
+    assert cpu["kernels"] is None and [n for n, *_ in cpu["top"]] == ["aten::conv2d", "aten::relu"]

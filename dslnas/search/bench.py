@@ -178,6 +178,7 @@ class BenchResult:
     peak_reference: str
     utilisation: dict[str, float] | None     # achieved / peak per precision, 0..1
     utilisation_basis: str | None            # the precision the convolutions ran in
+    profile: dict[str, Any] | None = None    # per step: ATen ops, kernels (search/profiling.py)
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -309,6 +310,7 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
               download: bool = True, subset: int | None = None, seed: int = 0,
               channels_last: bool = False, fused: bool | None = None,
               cuda_graphs: bool | None = None, compile_cells: bool | None = None,
+              profile: bool = False, trace_dir=None,
               _graph_capture: bool = True) -> BenchResult:
     """Time the weight and architecture steps of searching ``ir`` with ``method``.
 
@@ -319,7 +321,10 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
     apply). ``fused`` and ``cuda_graphs`` mean what they mean for ``search()``, with the same
     defaults (fused cells wherever they fit; CUDA graphs on for a CUDA search of a graph-safe
     method). ``compile_cells`` likewise (default on for CUDA and methods that allow it); the
-    FLOPs are counted before compiling. ``_graph_capture=False`` (tests): the graphs' eager twin, on any device.
+    FLOPs are counted before compiling. ``profile``: also count what each step dispatches
+    (ATen ops; kernels and their time on CUDA) over one more iteration, run without graphs
+    before they are attached (``search.profiling``); ``trace_dir``: write those steps as
+    Chrome traces too. ``_graph_capture=False`` (tests): the graphs' eager twin, on any device.
     Raises MethodError / DataError like ``search()``.
     """
     import torch
@@ -380,6 +385,16 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             compile_s = time.perf_counter() - t0
+
+        # what each step dispatches: warm (cuDNN autotuned, compiled) and before the graphs,
+        # whose replays the profiler would see as one launch each
+        profiled = None
+        if profile or trace_dir is not None:
+            from .profiling import profile_steps
+            if not compile_cells:
+                for name, step in order:
+                    step(tb, vb)
+            profiled = profile_steps(order, (tb, vb), device, trace_dir)
 
         # 2. CUDA graphs as search() attaches them
         graphed = attach_graphs(s, cuda_graphs, capture=_graph_capture, log=notes.append)
@@ -446,7 +461,7 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
         flops_weight_step=flops["weight"], flops_arch_step=flops["arch"],
         flops_iteration=total_flops, flop_counter=FLOP_COUNTER, achieved_tflops=achieved,
         peak_tflops=peaks, peak_reference=ref, utilisation=util,
-        utilisation_basis=basis if peaks is not None else None)
+        utilisation_basis=basis if peaks is not None else None, profile=profiled)
 
 
 # ============================================================================================
@@ -488,6 +503,12 @@ def add_command(subparsers) -> None:
                    help="supernet and batches in channels-last memory format")
     add_speed_flags(b)
     b.add_argument("--seed", type=_nonneg_int("--seed"), default=0, help="random seed (default 0)")
+    b.add_argument("--profile", action="store_true",
+                   help="also count what each step dispatches: ATen ops, and on CUDA kernels "
+                        "and their summed time, with the largest of them")
+    b.add_argument("--trace", metavar="DIR",
+                   help="write the profiled steps as Chrome traces (DIR/weight_step.json, "
+                        "DIR/arch_step.json); implies --profile")
     b.add_argument("--json", action="store_true", help="one JSON object")
     b.set_defaults(func=cmd_bench)
 
@@ -542,7 +563,8 @@ def _bench(args) -> int:
                            data_root=args.data or DEFAULT_DATA, download=not args.no_download,
                            seed=args.seed, channels_last=args.channels_last,
                            fused=args.fused, cuda_graphs=args.cuda_graphs,
-                           compile_cells=args.compile_cells)
+                           compile_cells=args.compile_cells, profile=args.profile,
+                           trace_dir=args.trace)
     except torch.cuda.OutOfMemoryError:
         raise _user_error(f"out of GPU memory at batch size {method.schedule.batch_size}; "
                           f"try a smaller --batch-size") from None
@@ -598,4 +620,19 @@ def format_result(r: BenchResult) -> str:
         lines.append(f"utilisation:  n/a ({r.peak_reference})")
     lines.append("FLOPs:        torch's FlopCounterMode, one iteration (matmuls, convolutions, "
                  "attention only; grouped-conv weight gradients corrected)")
+    if r.profile is not None:
+        lines += ["", *_format_profile(r.profile)]
     return "\n".join(lines)
+
+
+def _format_profile(profile: dict[str, Any]) -> list[str]:
+    """The ``--profile`` part of the human output: counts per step, then its largest items."""
+    lines = ["profile (one iteration without graphs; torch.profiler):"]
+    for name, p in profile.items():
+        kernels = "" if p["kernels"] is None else \
+            f", {p['kernels']} kernels, {p['kernel_ms']:.2f} ms of kernel time"
+        lines.append(f"  {name} step: {p['aten_ops']} ATen ops{kernels}")
+        unit = "kernel" if p["kernels"] is not None else "ATen op"
+        for item, calls, ms in p["top"][:6]:
+            lines.append(f"    {ms:>9.2f} ms {calls:>5}x  {unit} {item[:70]}")
+    return lines
