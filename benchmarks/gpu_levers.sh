@@ -16,7 +16,7 @@ bench() {   # space method steps warmup [flags]
     local space=$1 method=$2 steps=$3 warmup=$4
     shift 4
     timeout 170 python -m dslnas.cli bench "spaces/$space.nas" --method "$method" --device cuda \
-        --batch-size 64 --steps "$steps" --warmup "$warmup" --json "$@" \
+        --batch-size 64 --steps "$steps" --warmup "$warmup" --profile --json "$@" \
         > "$out/$space-$method.json" || echo "bench $space $method: failed or timed out"
     python - "$out/$space-$method.json" <<'EOF'
 import json, sys
@@ -27,7 +27,12 @@ except Exception:
 print(f"| {r['space']} | {r['method']} | graphs {r['cuda_graphs']} compiled {r['compiled']} "
       f"| {r['weight_step_ms']:.2f} | {r['arch_step_ms']:.2f} | {r['iteration_ms']:.2f} "
       f"| {r['images_per_s']:.0f} | {r['peak_memory_bytes'] / 2**30:.2f} "
-      f"| {r['achieved_tflops']:.2f} | compile {r['compile_s']} s |", flush=True)
+      f"| {r['achieved_tflops']:.2f} | compile {r['compile_s']} s "
+      f"({r['compiled_graphs']} graphs) |", flush=True)
+for step, p in (r.get("profile") or {}).items():
+    print(f"    {step} step: {p['kernels']} kernels, {p['kernel_ms']} ms of kernel time, "
+          f"{p['aten_ops']} ATen ops; largest: "
+          + "; ".join(f"{n[:50]} {c}x {ms:.2f} ms" for n, c, ms in p["top"][:5]), flush=True)
 EOF
 }
 if [ "$space" = nb201 ]; then

@@ -6,15 +6,18 @@ import torch
 
 from dslnas.ir.lower import compile_file
 from dslnas.supernet.network import build, count_parameters
+from dslnas.supernet.partial import partial_edge
 
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
 
 
-def pair(name, **overrides):
-    ir = compile_file(SPACES / f"{name}.nas", overrides)
+def pair(name, edge_cls=None, **overrides):
+    ir = compile_file(SPACES / f"{name}.nas", overrides) if isinstance(name, str) else \
+        compile_file(name, overrides)
+    kwargs = {} if edge_cls is None else {"edge_cls": edge_cls}
     torch.manual_seed(0)
-    plain = build(ir)
-    fused = build(ir, fused=True)
+    plain = build(ir, **kwargs)
+    fused = build(ir, fused=True, **kwargs)
     fused.alphas.load_state_dict(plain.alphas.state_dict())
     for kind, a, b in zip(plain.net.kinds, plain.net.blocks, fused.net.blocks):
         if kind == "cell":
@@ -93,16 +96,30 @@ def test_fused_sep_dil_stacks_match_plain_per_edge(name, fixed_noise):
             for kind, key, _ in plan:
                 # every separable/dilated candidate is batched, none left per edge
                 assert kind == "dw_stack" or not key.split("_", 1)[1].startswith(SEP_DIL)
-    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
-    outs = []
+    assert_same_search(plain, fused, torch.randn(4, 3, 16, 16, dtype=torch.float64))
+
+
+def assert_same_search(plain, fused, x, weights=None):
+    """One train-mode forward and backward of both float64 supernets from the same tensors:
+    outputs, edge-weight gradients, every edge's weight gradients (through ``tensor_map``) and
+    BN running statistics agree tightly, and so do the eval-mode outputs after. ``weights``:
+    edge weights to feed both (default: the softmax of α)."""
+    cells = cell_pairs(plain, fused)
+    outs, grads = [], []
     for net in (plain, fused):
-        y = net(x)
+        if weights is None:
+            y = net(x)
+        else:
+            w = {g: t.clone().requires_grad_() for g, t in weights.items()}
+            y = net(x, w)
         (y.square().sum()).backward()
         outs.append(y)
+        grads.append([a.grad for a in net.arch_parameters()] if weights is None else
+                     [w[g].grad for g in sorted(w)])
     tol = dict(atol=1e-10, rtol=1e-8)
     assert torch.allclose(outs[0], outs[1], **tol)
-    for a, b in zip(plain.arch_parameters(), fused.arch_parameters()):
-        assert torch.allclose(a.grad, b.grad, **tol)
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, **tol)
     for p, f in cells:
         for a, b in zip(p.preprocess.parameters(), f.preprocess.parameters()):
             assert torch.allclose(a.grad, b.grad, **tol)
@@ -121,6 +138,64 @@ def test_fused_sep_dil_stacks_match_plain_per_edge(name, fixed_noise):
                 assert torch.allclose(pa.grad, pb.grad, **tol)
     plain.eval(), fused.eval()
     assert torch.allclose(plain(x), fused(x), **tol)
+
+
+@pytest.mark.parametrize("name, K, overrides", [
+    ("nb201", 4, {"C": 8, "N": 2}), ("darts", 4, {"C": 8, "L": 5}), ("darts", 2, {"C": 8, "L": 5}),
+    ("s3", 4, {"C": 8, "L": 4}), ("s4", 2, {"C": 4, "L": 4}),
+])
+def test_fused_partial_channels_match_plain_partial_edges(name, K, overrides, fixed_noise):
+    """PC-DARTS' partial-channel edges batched per source node, each node's bypasses summed and
+    shuffled once: the same search as the per-edge ``PartialMixedEdge`` (float64), in normal and
+    reduction cells (max-pooled bypass), with edge weights that do not sum to 1 (PC-DARTS' β̂
+    folded in), so the bypass's scaling by the edge's weight mass is exercised too."""
+    plain, fused = pair(name, partial_edge(K), **overrides)
+    plain.double(), fused.double()
+    assert count_parameters(fused.weight_parameters()) == count_parameters(plain.weight_parameters())
+    for _, f in cell_pairs(plain, fused):
+        assert f.K == K and f.C == f.C_full // K
+    g = torch.Generator().manual_seed(1)
+    weights = {name: torch.rand(a.shape, generator=g, dtype=torch.float64)
+               for name, a in plain.alphas.items()}
+    assert_same_search(plain, fused, torch.randn(4, 3, 16, 16, dtype=torch.float64), weights)
+
+
+def test_fused_partial_node_of_none_edges_is_its_bypass(tmp_path):
+    """A node whose every candidate is `none` still carries the bypassed channels."""
+    path = tmp_path / "nothing.nas"
+    path.write_text(ONLY_NONE)
+    plain, fused = pair(path, partial_edge(2))
+    x = torch.randn(2, 3, 8, 8)
+    w = {g: torch.full(a.shape, 0.7) for g, a in plain.alphas.items()}
+    assert torch.allclose(plain(x, w), fused(x, w), atol=1e-6)
+    assert fused(x, w).abs().sum() > 0
+
+
+ONLY_NONE = """
+space nothing
+ops [none]
+bn { affine false; track_stats true; pool_bn false }
+cell cell(inputs 1, nodes 2) {
+  edges dense
+  output last
+  derive argmax
+}
+network(C = 4) {
+  stem conv3x3(C)
+  repeat 1 cell(C)
+  head bn relu gap linear
+}
+"""
+
+
+def test_partial_channel_methods_search_with_fused_cells_but_progressive_does_not():
+    from dslnas.methods.spec import get_method
+    from dslnas.search.loop import fused_fits, make_parts
+    for method in ("pc-darts", "rf-pcdarts"):
+        for family in ("nb201", "darts"):
+            assert fused_fits(make_parts(get_method(method).for_family(family)))
+    # DrNAS' progressive scheme prunes and widens its per-edge modules
+    assert not fused_fits(make_parts(get_method("drnas-progressive").for_family("nb201")))
 
 
 def test_fused_sep_dil_stacks_keep_channels_last():

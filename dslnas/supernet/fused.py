@@ -24,6 +24,14 @@ share their input (the source node) and their stride:
 * any other candidate (``skip_connect`` at stride 2, ``noise``, user ops) keeps its own module per
   edge.
 
+Partial channels (PC-DARTS, ``K`` > 1; ``PartialMixedEdge``) fit the same scheme: every edge
+leaving a node takes the same first ``C/K`` channels of it, so the candidates above run batched at
+``C/K`` channels on that slice. The rest of an edge is the node's other channels (max-pooled on
+stride-2 edges) times the sum of the edge's weights, then the two parts are concatenated and
+channel-shuffled. Both are linear and the same for every edge into a node, so a node sums the
+processed parts and the bypasses of its edges apart and concatenates and shuffles once (instead of
+once per edge), and each source node's bypass is pooled once for all its edges.
+
 Which path a candidate takes follows the module its op builds (``ReLUConvBN``, ``DilConv``,
 ``SepConv``), not its name, so the batched modules copy the plain ones' settings (kernel, stride
 on the first depthwise conv only, padding, dilation, BN flags).
@@ -49,6 +57,7 @@ from ..ir.model import CellBlock, CellIR
 from ..ops import DilConv, ReLUConvBN, SepConv, create_op, op_kind
 from .cells import _CellBase
 from .mixed import MixedEdge
+from .partial import bypass_pool, channel_shuffle, check_partial
 
 SHARED_POOLS = {"avg_pool_3x3", "max_pool_3x3"}
 # plan kinds whose module computes n edges at once, one C-channel slice (slot) per edge
@@ -129,21 +138,25 @@ def _replicate(x: torch.Tensor, n: int) -> torch.Tensor:
 
 class FusedSearchCell(_CellBase):
     def __init__(self, cell: CellIR, block: CellBlock, affine: bool, track: bool, pool_bn: bool,
-                 node_norm: bool = False):
+                 node_norm: bool = False, K: int = 1):
         super().__init__(cell, block, affine, track)
-        C = self.C = block.C
+        self.K = check_partial(K, block.C)
+        self.C_full = block.C
+        C = self.C = block.C // self.K          # the candidates' width: all channels, or C/K
         self.group = cell.group
         self.in_degree = [len(cell.in_edges(n)) for n in range(self.n_total)]
         self.node_norm = nn.ModuleList(
-            nn.BatchNorm2d(C, affine=False, track_running_stats=track) if node_norm
+            nn.BatchNorm2d(self.C_full, affine=False, track_running_stats=track) if node_norm
             else nn.Identity() for _ in cell.intermediate)
         # Per source node: a list of (kind, module key, targets); modules live in a ModuleDict.
         self.mods = nn.ModuleDict()
         self.plan: list[list[tuple[str, str, tuple[_Target, ...]]]] = []
         self.stride = []
         self.any_edge: dict[int, int] = {}
+        self.out_rows = []          # partial channels: per source node, its edges' (row, dst)
         for s in range(self.n_total):
             out = [e for e in cell.edges if e.src == s]
+            self.out_rows.append(tuple((e.row, e.dst) for e in out))
             stride = out[0].stride if out else 1
             self.stride.append(stride)
             by_op: dict[str, list[tuple]] = {}
@@ -199,15 +212,37 @@ class FusedSearchCell(_CellBase):
         # not persistent: the state dict is unchanged; buffers follow .to(device)
         self.register_buffer("w_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
         self.register_buffer("w_cols", torch.tensor(cols, dtype=torch.long), persistent=False)
+        # partial channels: an edge's bypass is scaled by the sum of its candidates' weights
+        shape = (max(e.row for e in cell.edges) + 1, max(len(e.candidates) for e in cell.edges))
+        real = torch.zeros(shape, dtype=torch.bool)
+        for e in cell.edges:
+            real[e.row, :len(e.candidates)] = True
+        self.register_buffer("real", real, persistent=False)
 
     def forward(self, inputs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
         states = [p(x) for p, x in zip(self.preprocess, inputs)]
         acc: list[torch.Tensor | None] = [None] * self.n_total
         ws = weights[self.w_rows, self.w_cols].unbind(0)
+        partial = self.K > 1
+        if partial:
+            rest: list[torch.Tensor | None] = [None] * self.n_total
+            rows = self.real.shape[0]
+            mass = torch.where(self.real, weights[:rows, :self.real.shape[1]], 0).sum(1).unbind(0)
         for s in range(self.n_total):
             if s >= self.n_inputs:
-                states.append(self._finish(s, acc[s], states))
+                total = acc[s]
+                if partial:
+                    total = self._shuffle_in(total, rest[s])
+                states.append(self._finish(s, total, states))
             x = states[s]
+            if partial and self.out_rows[s]:
+                bypass = x[:, self.C:]
+                if self.stride[s] == 2:
+                    bypass = bypass_pool(bypass)
+                for row, dst in self.out_rows[s]:
+                    rest[dst] = mass[row] * bypass if rest[dst] is None else \
+                        torch.addcmul(rest[dst], mass[row], bypass)
+                x = x[:, :self.C]
             relu = None                                 # one ReLU(x) for every batched kind
             replicas: dict[int, torch.Tensor] = {}      # ReLU(x) tiled n times, by n
             for kind, key, targets in self.plan[s]:
@@ -234,6 +269,13 @@ class FusedSearchCell(_CellBase):
                     acc[t.dst] = w * term if acc[t.dst] is None else \
                         torch.addcmul(acc[t.dst], w, term)
         return self._output(states)
+
+    def _shuffle_in(self, processed: torch.Tensor | None, rest: torch.Tensor) -> torch.Tensor:
+        """A node of partial-channel edges: its processed channels (the sum over its edges) and
+        its bypass channels, concatenated and channel-shuffled as each edge's output is."""
+        if processed is None:       # every incoming candidate is `none`
+            processed = rest.new_zeros(rest.shape[0], self.C, *rest.shape[2:])
+        return channel_shuffle(torch.cat([processed, rest], dim=1), self.K)
 
     def _finish(self, n: int, total: torch.Tensor | None, states) -> torch.Tensor:
         if total is None:

@@ -12,6 +12,7 @@ from .cells import DiscreteCell, DropPath, SearchCell
 from .fused import FusedSearchCell
 from .mixed import MixedEdge
 from .macro import MacroNetwork
+from .partial import partial_K
 
 
 class Supernet(nn.Module):
@@ -26,12 +27,13 @@ class Supernet(nn.Module):
         bn = ir.bn_policy
         affine = bn["affine"] if affine is None else affine   # random features need affine BN
         track, pool_bn = bn["track_stats"], bn["pool_bn"]
-        if fused and edge_cls is not MixedEdge:
-            raise ValueError("the fused cell batches plain mixed edges only")
+        K = 1 if edge_cls is MixedEdge else partial_K(edge_cls)
+        if fused and K is None:
+            raise ValueError("the fused cell batches plain and partial-channel mixed edges only")
 
         def make_cell(b):
             if fused:
-                return FusedSearchCell(ir.cell(b.cell), b, affine, track, pool_bn, node_norm)
+                return FusedSearchCell(ir.cell(b.cell), b, affine, track, pool_bn, node_norm, K)
             return SearchCell(ir.cell(b.cell), b, affine, track, pool_bn, edge_cls=edge_cls,
                               node_norm=node_norm)
 

@@ -31,13 +31,30 @@ import functools
 from typing import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..ops import FactorizedReduce
 from .mixed import MixedEdge
 
-__all__ = ["PartialMixedEdge", "partial_edge", "channel_shuffle", "shuffle_index",
-           "processed_positions", "widen_op", "ChannelMaps"]
+__all__ = ["PartialMixedEdge", "partial_edge", "partial_K", "check_partial", "bypass_pool",
+           "channel_shuffle", "shuffle_index", "processed_positions", "widen_op", "ChannelMaps"]
+
+
+def check_partial(K, C: int) -> int:
+    """``K`` as an int, if it is >= 1 and divides the edge width ``C``."""
+    K = int(K)
+    if K < 1 or C % K:
+        raise ValueError(f"partial channels: K={K} must be >= 1 and divide the edge width "
+                         f"C={C} (give the space a width that K divides, e.g. --set C=..., "
+                         f"or the method another K)")
+    return K
+
+
+def bypass_pool(x: torch.Tensor) -> torch.Tensor:
+    """The bypass of a stride-2 edge. ceil_mode: the same as PC-DARTS' ``MaxPool2d(2, 2)`` on
+    even sizes, and the ops' ceil(H/2) on odd ones."""
+    return F.max_pool2d(x, 2, 2, ceil_mode=True)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -67,17 +84,11 @@ class PartialMixedEdge(nn.Module):
     def __init__(self, candidates: tuple[str, ...], C: int, stride: int, affine: bool,
                  track: bool, pool_bn: bool, K: int = 4):
         super().__init__()
-        K = int(K)
-        if K < 1 or C % K:
-            raise ValueError(f"partial channels: K={K} must be >= 1 and divide the edge width "
-                             f"C={C} (give the space a width that K divides, e.g. --set C=..., "
-                             f"or the method another K)")
+        K = check_partial(K, C)
         self.candidates = tuple(candidates)
         self.C, self.stride, self.K = C, stride, K
         self._build = dict(affine=affine, track=track, pool_bn=pool_bn)
         self.ops = nn.ModuleList(_build_op(n, C // K, stride, **self._build) for n in candidates)
-        # ceil_mode: same as MaxPool2d(2, 2) on even sizes, and the ops' ceil(H/2) on odd ones
-        self.bypass = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 else nn.Identity()
         self.register_buffer("active", torch.ones(len(candidates), dtype=torch.bool))
         self.register_buffer("_active_index", torch.arange(len(candidates)), persistent=False)
         self._refresh()
@@ -128,7 +139,8 @@ class PartialMixedEdge(nn.Module):
             mass = w[: len(self.ops)].sum()
         else:
             mass = w.index_select(0, self._active_index).sum()
-        rest = self.bypass(x[:, self.C_part:]) * mass
+        rest = x[:, self.C_part:]
+        rest = (bypass_pool(rest) if self.stride == 2 else rest) * mass
         return channel_shuffle(torch.cat([out, rest], dim=1), self.K)
 
     def extra_repr(self) -> str:
@@ -172,6 +184,13 @@ def partial_edge(K: int) -> Callable[..., PartialMixedEdge]:
     if K < 1:
         raise ValueError(f"partial channels: K must be >= 1, got {K}")
     return functools.partial(PartialMixedEdge, K=K)
+
+
+def partial_K(edge_cls) -> int | None:
+    """The K of a ``partial_edge(K)`` edge class; None for any other."""
+    if isinstance(edge_cls, functools.partial) and edge_cls.func is PartialMixedEdge:
+        return int(edge_cls.keywords["K"])
+    return None
 
 
 # ---- Net2Net widening of one op -----------------------------------------------------------
