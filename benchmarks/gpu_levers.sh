@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU speed measurements of docs/performance.md: the levers (eager / CUDA graph / + compiled
-# cells / + channels-last) with their differences from eager, then `dslnas bench` rows per
-# method. One space per call: each part has its own time limit, and together they fit the
-# device's 10-minute call when the compile cache is cold.
+# The GPU speed measurements of docs/performance.md: `dslnas bench` rows per method (with
+# --profile: kernels and kernel time per step), lockstep throughput (NB201), then the levers
+# (eager / CUDA graph / + compiled cells / + channels-last) with their differences from eager.
+# One space per call: each part has its own time limit; the most wanted come first, so a call
+# that runs out of the device's 10 minutes (cold compile cache) loses the oldest comparisons.
 #     bash benchmarks/gpu_levers.sh OUT_DIR nb201|darts     # JSON rows go to OUT_DIR
 # Print straight to the console (no pipe): a call that hits its limit keeps what was printed.
 set -u
@@ -36,18 +37,20 @@ for step, p in (r.get("profile") or {}).items():
 EOF
 }
 if [ "$space" = nb201 ]; then
+# newest first: a call cut short by its limit keeps what matters most
+echo "== dslnas bench (defaults: fused cells, CUDA graphs and compiled cells where they fit)"
+bench nb201 darts 50 10
+bench nb201 pc-darts 50 10
+bench nb201 darts-2nd 10 2
+bench nb201 drnas 50 10
+echo "== lockstep: K searches in one process against one alone"
+timeout 150 python benchmarks/lockstep_speed.py --ks 1 2 4 --iters 40
 echo "== NB201 darts: eager vs graph vs compiled cells + graph"
 timeout 200 python benchmarks/graph_check.py --methods darts --iters 40 --frozen 3 --compile \
     --kinds eager graphed compiled
 echo "== NB201 darts, channels-last"
 timeout 90 python benchmarks/graph_check.py --methods darts --iters 40 --frozen 3 --compile \
     --channels-last --kinds graphed compiled
-
-echo "== dslnas bench (defaults: fused cells, CUDA graphs and compiled cells where they fit)"
-bench nb201 darts 50 10
-bench nb201 drnas 50 10
-bench nb201 pc-darts 50 10
-bench nb201 darts-2nd 10 2
 fi
 
 if [ "$space" = darts ]; then

@@ -11,10 +11,10 @@ from dslnas.supernet.partial import partial_edge
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
 
 
-def pair(name, edge_cls=None, **overrides):
+def pair(name, edge_cls=None, node_norm=False, **overrides):
     ir = compile_file(SPACES / f"{name}.nas", overrides) if isinstance(name, str) else \
         compile_file(name, overrides)
-    kwargs = {} if edge_cls is None else {"edge_cls": edge_cls}
+    kwargs = {"node_norm": node_norm} | ({} if edge_cls is None else {"edge_cls": edge_cls})
     torch.manual_seed(0)
     plain = build(ir, **kwargs)
     fused = build(ir, fused=True, **kwargs)
@@ -188,14 +188,50 @@ network(C = 4) {
 """
 
 
-def test_partial_channel_methods_search_with_fused_cells_but_progressive_does_not():
+def test_partial_channel_and_decorrelation_methods_search_with_fused_cells_not_progressive():
     from dslnas.methods.spec import get_method
     from dslnas.search.loop import fused_fits, make_parts
     for method in ("pc-darts", "rf-pcdarts"):
         for family in ("nb201", "darts"):
             assert fused_fits(make_parts(get_method(method).for_family(family)))
+    # iDARTS (Wang): its decorrelation discretizer scores on a plain twin
+    assert fused_fits(make_parts(get_method("idarts-nn").for_family("nb201")))
     # DrNAS' progressive scheme prunes and widens its per-edge modules
     assert not fused_fits(make_parts(get_method("drnas-progressive").for_family("nb201")))
+
+
+@pytest.mark.parametrize("name, edge_cls, overrides", [
+    ("nb201", None, {"C": 4, "N": 1}), ("darts", None, {"C": 4, "L": 5}),
+    ("nb201", partial_edge(2), {"C": 4, "N": 1}),
+])
+def test_decorrelation_scores_a_fused_supernet_on_its_plain_twin(name, edge_cls, overrides):
+    """iDARTS (Wang) searches with fused cells: its discretizer hooks every edge's op outputs,
+    so it scores a plain twin holding the fused supernet's tensors, the same function."""
+    from dslnas.methods.discretizers import Decorrelation
+    plain, fused = pair(name, edge_cls, node_norm=True, **overrides)
+    plain.double(), fused.double()
+    # the twin holds exactly the tensors the fused supernet got from the plain one, and
+    # building it leaves the search's random stream where it was
+    rng = torch.get_rng_state()
+    twin = fused.plain_twin()
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert twin is not fused and not twin.is_fused and fused.is_fused and twin.training
+    want = plain.state_dict()
+    got = twin.state_dict()
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert plain.plain_twin() is plain
+    # one train-mode step moves the BN statistics both ways alike; then score in eval mode
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    plain(x), fused(x)
+    weights = {g: torch.softmax(torch.randn(a.shape, dtype=torch.float64), -1)
+               for g, a in plain.alphas.items()}
+    data = [torch.randn(4, 3, 16, 16, dtype=torch.float64) for _ in range(2)]
+    d = Decorrelation(batches=2)
+    for g, s in d.scores(plain, weights, data).items():
+        t = d.scores(fused, weights, data)[g]
+        assert torch.equal(torch.isfinite(s), torch.isfinite(t)) and torch.isfinite(s).any()
+        assert torch.allclose(s[torch.isfinite(s)], t[torch.isfinite(t)], atol=1e-9)
 
 
 def test_fused_sep_dil_stacks_keep_channels_last():

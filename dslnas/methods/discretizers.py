@@ -131,6 +131,7 @@ class Decorrelation(Discretizer):
     def scores(self, supernet, weights: dict[str, torch.Tensor],
                batches: Iterable) -> dict[str, torch.Tensor]:
         """Per group, the (E, K) scores averaged over batches and cells (-inf: never scored)."""
+        supernet = supernet.plain_twin()    # the hooks need each edge's own op modules
         ir = supernet.ir
         sums = {g.name: torch.zeros(g.shape, dtype=torch.float64) for g in ir.groups}
         counts = {g.name: torch.zeros(g.shape, dtype=torch.float64) for g in ir.groups}

@@ -190,10 +190,10 @@ def _as_dict(extra) -> dict[str, torch.Tensor]:
 
 def fused_fits(parts: Parts, ir: SpaceIR | None = None) -> bool:
     """The fused cell (supernet/fused.py) computes the same function with fewer kernels; it fits
-    methods that need no per-edge modules (plain or fixed partial-channel edges, not DrNAS'
-    progressive pruning and widening; the rule discretizer) and whose initialisation does not
-    depend on a conv's output width. ``ir``: the space (None: assume it has pool BNs)."""
-    from ..methods.discretizers import Rule
+    methods that need no per-edge modules in the search (plain or fixed partial-channel edges,
+    not DrNAS' progressive pruning and widening; the decorrelation discretizer scores on a plain
+    twin, ``Supernet.plain_twin``) and whose initialisation does not depend on a conv's output
+    width. ``ir``: the space (None: assume it has pool BNs)."""
     from ..methods.transforms import Progressive, RandomFeatures, merge_build_kwargs
     from ..supernet.partial import partial_K
     # Kaiming by fan-out would see the stacked convs' n-times larger fan-out; the fused cell
@@ -205,7 +205,7 @@ def fused_fits(parts: Parts, ir: SpaceIR | None = None) -> bool:
     edge_cls = merge_build_kwargs(parts.transforms).get("edge_cls")
     edges_fit = edge_cls is None or (partial_K(edge_cls) is not None and not any(
         isinstance(t, Progressive) for t in parts.transforms))
-    return edges_fit and isinstance(parts.discretizer, Rule) and not per_edge
+    return edges_fit and not per_edge
 
 
 def _has_pool_bns(ir: SpaceIR) -> bool:
@@ -380,8 +380,7 @@ class Searcher:
 
     @property
     def is_fused(self) -> bool:
-        from ..supernet.fused import FusedSearchCell
-        return any(isinstance(m, FusedSearchCell) for m in self.supernet.modules())
+        return self.supernet.is_fused
 
     @property
     def lr(self) -> float:

@@ -41,8 +41,9 @@ terms are gathered with one index op per cell). Parameters are laid out per sour
 of per edge, with the same total and the same default initial distribution (PyTorch's default
 init depends on each filter's fan-in, which stacking keeps; an init by fan-out, such as
 ``nn.init.kaiming_normal_(mode="fan_out")``, would see n times the per-edge fan-out).
-``tensor_map`` says which slice of which tensor holds each edge's weights and statistics, and
-``load_from`` copies the weights of a plain ``SearchCell`` through it (the equivalence tests).
+``tensor_map`` says which slice of which tensor holds each edge's weights and statistics;
+``load_from`` copies the weights of a plain ``SearchCell`` through it (the equivalence tests) and
+``copy_to`` the other way (``Supernet.plain_twin``: what needs each edge's own modules).
 """
 from __future__ import annotations
 
@@ -320,3 +321,12 @@ class FusedSearchCell(_CellBase):
         self.node_norm.load_state_dict(cell.node_norm.state_dict())
         for fused, index, plain in self.tensor_map(cell):
             fused[index].copy_(plain)
+
+    @torch.no_grad()
+    def copy_to(self, cell) -> None:
+        """Copy this cell's weights and BN statistics into a plain ``SearchCell`` of its type
+        (a shared module's statistics into every edge it stands for: they are equal there)."""
+        cell.preprocess.load_state_dict(self.preprocess.state_dict())
+        cell.node_norm.load_state_dict(self.node_norm.state_dict())
+        for fused, index, plain in self.tensor_map(cell):
+            plain.copy_(fused[index])

@@ -27,6 +27,7 @@ class Supernet(nn.Module):
         bn = ir.bn_policy
         affine = bn["affine"] if affine is None else affine   # random features need affine BN
         track, pool_bn = bn["track_stats"], bn["pool_bn"]
+        self._build_args = dict(edge_cls=edge_cls, node_norm=node_norm, affine=affine)
         K = 1 if edge_cls is MixedEdge else partial_K(edge_cls)
         if fused and K is None:
             raise ValueError("the fused cell batches plain and partial-channel mixed edges only")
@@ -51,6 +52,33 @@ class Supernet(nn.Module):
             for e in cell.edges:
                 mask[e.row, :len(e.candidates)] = True
             self.register_buffer(f"mask_{g.name}", mask, persistent=False)
+
+    @property
+    def is_fused(self) -> bool:
+        return any(isinstance(b, FusedSearchCell) for b in self.net.blocks)
+
+    @torch.no_grad()
+    def plain_twin(self) -> "Supernet":
+        """This supernet with plain (per-edge) search cells holding the same weights, BN
+        statistics, α and masks, in the same mode: the same function, for what needs each
+        edge's own modules (the decorrelation discretizer hooks every op's output). Itself when
+        its cells are plain. Built with the CPU generator forked, so the search's random stream
+        is not moved; a fresh copy each call (the weights it copies change every step)."""
+        if not self.is_fused:
+            return self
+        with torch.random.fork_rng(devices=[]):
+            twin = Supernet(self.ir, fused=False, **self._build_args)
+        ref = next(self.parameters())
+        twin.to(device=ref.device, dtype=ref.dtype)
+        twin.alphas.load_state_dict(self.alphas.state_dict())
+        for g in self.alphas:
+            twin.mask(g).copy_(self.mask(g))
+        for kind, mine, theirs in zip(self.net.kinds, self.net.blocks, twin.net.blocks):
+            if isinstance(mine, FusedSearchCell):
+                mine.copy_to(theirs)
+            else:
+                theirs.load_state_dict(mine.state_dict())
+        return twin.train(self.training)
 
     def mask(self, group: str) -> torch.Tensor:
         """True where a column is a real candidate (rows shorter than the widest are padded)."""
