@@ -280,8 +280,9 @@ def test_profile_summary_of_gpu_events():
     from torch.autograd.profiler_util import FunctionEvent
     from dslnas.search.profiling import summarise
 
-    def ev(i, name, start, end, device=DeviceType.CPU, parent=None):
-        e = FunctionEvent(i, name, thread=1, start_us=start, end_us=end, device_type=device)
+    def ev(i, name, start, end, device=DeviceType.CPU, parent=None, annotation=False):
+        e = FunctionEvent(i, name, thread=1, start_us=start, end_us=end, device_type=device,
+                          is_user_annotation=annotation)
         if parent is not None:
             e.set_cpu_parent(parent)
         return e
@@ -292,7 +293,9 @@ def test_profile_summary_of_gpu_events():
     kernels = [ev(4, "implicit_gemm", 100, 130, DeviceType.CUDA),
                ev(5, "triton_poi_fused_relu_0", 130, 135, DeviceType.CUDA),
                ev(6, "implicit_gemm", 140, 160, DeviceType.CUDA)]
-    s = summarise([conv, inner, relu, launch, *kernels], cuda=True)
+    # Kineto mirrors user annotations (the optimiser's step) onto the GPU timeline: not kernels
+    step = ev(7, "Optimizer.step#SGD.step", 100, 160, DeviceType.CUDA, annotation=True)
+    s = summarise([conv, inner, relu, launch, *kernels, step], cuda=True)
     assert s["aten_ops"] == 2 and s["kernels"] == 3
     assert s["kernel_ms"] == pytest.approx(0.055)
     assert s["top"] == [["implicit_gemm", 2, 0.05], ["triton_poi_fused_relu_0", 1, 0.005]]

@@ -200,11 +200,11 @@ def test_partial_channel_and_decorrelation_methods_search_with_fused_cells_not_p
     assert not fused_fits(make_parts(get_method("drnas-progressive").for_family("nb201")))
 
 
-@pytest.mark.parametrize("name, edge_cls, overrides", [
-    ("nb201", None, {"C": 4, "N": 1}), ("darts", None, {"C": 4, "L": 5}),
-    ("nb201", partial_edge(2), {"C": 4, "N": 1}),
+@pytest.mark.parametrize("name, edge_cls, overrides, mode", [
+    ("nb201", None, {"C": 4, "N": 1}, "eval"), ("darts", None, {"C": 4, "L": 5}, "eval"),
+    ("nb201", partial_edge(2), {"C": 4, "N": 1}, "eval"), ("nb201", None, {"C": 4, "N": 1}, "train"),
 ])
-def test_decorrelation_scores_a_fused_supernet_on_its_plain_twin(name, edge_cls, overrides):
+def test_decorrelation_scores_a_fused_supernet_on_its_plain_twin(name, edge_cls, overrides, mode):
     """iDARTS (Wang) searches with fused cells: its discretizer hooks every edge's op outputs,
     so it scores a plain twin holding the fused supernet's tensors, the same function."""
     from dslnas.methods.discretizers import Decorrelation
@@ -227,11 +227,35 @@ def test_decorrelation_scores_a_fused_supernet_on_its_plain_twin(name, edge_cls,
     weights = {g: torch.softmax(torch.randn(a.shape, dtype=torch.float64), -1)
                for g, a in plain.alphas.items()}
     data = [torch.randn(4, 3, 16, 16, dtype=torch.float64) for _ in range(2)]
-    d = Decorrelation(batches=2)
+    d = Decorrelation(batches=2, mode=mode)
+    before = [{k: v.clone() for k, v in net.state_dict().items()} for net in (plain, fused)]
     for g, s in d.scores(plain, weights, data).items():
         t = d.scores(fused, weights, data)[g]
         assert torch.equal(torch.isfinite(s), torch.isfinite(t)) and torch.isfinite(s).any()
         assert torch.allclose(s[torch.isfinite(s)], t[torch.isfinite(t)], atol=1e-9)
+    # scoring changed neither supernet (train mode's BN statistics are put back)
+    for net, state in zip((plain, fused), before):
+        assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+
+
+def test_plain_twin_is_prepared_like_the_search_supernet():
+    """A transform that changes modules (random features without BN running statistics) is
+    applied to the twin too, so a fused decorrelation search derives its genotype."""
+    import attrs
+    from dslnas.methods.spec import Part, get_method
+    from dslnas.search.loop import Searcher
+    m = get_method("idarts-nn").for_family("nb201")
+    m = attrs.evolve(m, transforms=m.transforms + (
+        Part("random_features", {"trainable": ["bn_affine"], "track_stats": False}),))
+    ir = compile_file(SPACES / "nb201.nas", {"C": 4, "N": 1})
+    s = Searcher(ir, m, seed=0)
+    assert s.is_fused
+    twin = s.supernet.plain_twin()
+    assert not any(getattr(b, "running_mean", None) is not None for b in twin.modules()
+                   if isinstance(b, torch.nn.BatchNorm2d))
+    genotype = s.discretizer.derive(s.supernet, s.relaxation, s.extra,
+                                    batches=[torch.randn(4, 3, 16, 16)])
+    assert len(genotype.cells[0].ops) == 6
 
 
 def test_fused_sep_dil_stacks_keep_channels_last():

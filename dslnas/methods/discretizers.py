@@ -181,6 +181,9 @@ class Decorrelation(Discretizer):
 
         was_training = supernet.training
         supernet.train(self.mode == "train")
+        # train mode updates BN running statistics: put them back, so that deriving (every
+        # epoch) never changes the search, on plain cells or on a fused supernet's twin alike
+        saved = [(b, b.clone()) for b in supernet.buffers()] if self.mode == "train" else []
         device = next(supernet.parameters()).device
         n_batches = 0
         try:
@@ -192,6 +195,8 @@ class Decorrelation(Discretizer):
         finally:
             for h in handles:
                 h.remove()
+            for b, value in saved:
+                b.copy_(value)
             supernet.train(was_training)
         if n_batches == 0:
             raise ValueError("decorrelation: no batches to score on")

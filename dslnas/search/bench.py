@@ -322,9 +322,9 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
     defaults (fused cells wherever they fit; CUDA graphs on for a CUDA search of a graph-safe
     method). ``compile_cells`` likewise (default on for CUDA and methods that allow it); the
     FLOPs are counted before compiling. ``profile``: also count what each step dispatches
-    (ATen ops; kernels and their time on CUDA) over one more iteration, run without graphs
-    before they are attached (``search.profiling``); ``trace_dir``: write those steps as
-    Chrome traces too. ``_graph_capture=False`` (tests): the graphs' eager twin, on any device.
+    (ATen ops; kernels and their time on CUDA) over one more iteration after the timed ones,
+    run without graphs (``search.profiling``); ``trace_dir``: write those steps as Chrome
+    traces too. ``_graph_capture=False`` (tests): the graphs' eager twin, on any device.
     Raises MethodError / DataError like ``search()``.
     """
     import torch
@@ -386,16 +386,6 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
                 torch.cuda.synchronize(device)
             compile_s = time.perf_counter() - t0
 
-        # what each step dispatches: warm (cuDNN autotuned, compiled) and before the graphs,
-        # whose replays the profiler would see as one launch each
-        profiled = None
-        if profile or trace_dir is not None:
-            from .profiling import profile_steps
-            if not compile_cells:
-                for name, step in order:
-                    step(tb, vb)
-            profiled = profile_steps(order, (tb, vb), device, trace_dir)
-
         # 2. CUDA graphs as search() attaches them
         graphed = attach_graphs(s, cuda_graphs, capture=_graph_capture, log=notes.append)
 
@@ -423,6 +413,14 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
             peak = int(rss if sys.platform == "darwin" else rss * 1024)
             peak_kind = ("process max RSS from getrusage: the whole process over its "
                          "lifetime, not the steps alone")
+
+        # 4. what each step dispatches, after the timed steps (a profiler session can slow
+        #    later launches), run eagerly: a graph replay would be one launch to the profiler
+        #    (a search runs eager steps between replays too: an epoch's partial last batch)
+        profiled = None
+        if profile or trace_dir:
+            from .profiling import profile_steps
+            profiled = profile_steps(order, next_batches(), device, trace_dir)
 
     w_all = times["weight"]
     w_ms = statistics.median(w_all)

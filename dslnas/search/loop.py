@@ -239,6 +239,7 @@ def _build_supernet(ir: SpaceIR, parts: Parts, stages: list | None = None,
                     fused=fits if fused is None else fused)
         for t in parts.transforms:
             t.prepare(net)
+            net.prepared_by.append(t.prepare)     # plain_twin repeats it on its copy
     except (ValueError, KeyError, TypeError, AssertionError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         raise MethodError(f"the method does not fit space {ir.name!r}: {msg}") from None

@@ -4,11 +4,14 @@ A supernet step on the GPU is bound by how many kernels it launches and how long
 not by its FLOPs (docs/performance.md). :func:`profile_steps` runs each step of one iteration
 under the profiler and summarises it per step:
 
-* ``aten_ops``: top-level ATen operator calls (forward and backward; views included), what eager
-  PyTorch dispatches. Under compiled cells the fused Triton/C++ kernels are not ATen calls, so
-  this counts only what runs outside them (extern convolutions, the optimiser, glue).
-* ``kernels`` and ``kernel_ms`` (CUDA only): device kernels (memcpy/memset included) and the sum
-  of their durations: the GPU's busy time in the step. A step much longer than its kernel time
+* ``aten_ops``: top-level ATen operator calls (forward and backward), what eager PyTorch
+  dispatches: a dispatch count, not a kernel count (views, ``unbind`` and allocations launch
+  none; an op may launch several). Under compiled cells the fused Triton/C++ kernels are not
+  ATen calls, so this counts only what runs outside them (extern convolutions, the optimiser,
+  glue).
+* ``kernels`` and ``kernel_ms`` (CUDA only): device kernels (memcpy/memset included; not the
+  user annotations Kineto mirrors onto the GPU timeline, such as ``Optimizer.step#SGD.step``,
+  which span other kernels) and the sum of their durations: the GPU's busy time in the step. A step much longer than its kernel time
   is waiting on launches or the host; one close to it is bound by the kernels themselves.
 * ``top``: the largest items: kernels by device time on CUDA, ATen ops by CPU time elsewhere,
   each ``[name, calls, ms]``.
@@ -45,7 +48,8 @@ def summarise(events, cuda: bool) -> dict[str, Any]:
     groups: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     out: dict[str, Any] = {"aten_ops": len(ops), "kernels": None, "kernel_ms": None}
     if cuda:
-        kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+        kernels = [e for e in events if e.device_type == DeviceType.CUDA
+                   and not e.is_user_annotation]
         out["kernels"] = len(kernels)
         out["kernel_ms"] = sum(e.time_range.elapsed_us() for e in kernels) / 1e3
         for e in kernels:
@@ -80,7 +84,7 @@ def profile_steps(order, batches, device, trace_dir=None) -> dict[str, Any]:
             if cuda:
                 torch.cuda.synchronize(device)
         result[name] = summarise(prof.events(), cuda)
-        if trace_dir is not None:
+        if trace_dir:
             Path(trace_dir).mkdir(parents=True, exist_ok=True)
             prof.export_chrome_trace(str(Path(trace_dir) / f"{name}_step.json"))
     return result

@@ -28,6 +28,9 @@ class Supernet(nn.Module):
         affine = bn["affine"] if affine is None else affine   # random features need affine BN
         track, pool_bn = bn["track_stats"], bn["pool_bn"]
         self._build_args = dict(edge_cls=edge_cls, node_norm=node_norm, affine=affine)
+        # what changed the built supernet (methods.transforms' ``prepare``, e.g. BN without
+        # running statistics): a plain twin must be changed alike to hold the same tensors
+        self.prepared_by: list = []
         K = 1 if edge_cls is MixedEdge else partial_K(edge_cls)
         if fused and K is None:
             raise ValueError("the fused cell batches plain and partial-channel mixed edges only")
@@ -68,6 +71,8 @@ class Supernet(nn.Module):
             return self
         with torch.random.fork_rng(devices=[]):
             twin = Supernet(self.ir, fused=False, **self._build_args)
+            for prepare in self.prepared_by:
+                prepare(twin)
         ref = next(self.parameters())
         twin.to(device=ref.device, dtype=ref.dtype)
         twin.alphas.load_state_dict(self.alphas.state_dict())
