@@ -12,6 +12,8 @@ import torch
 
 from dslnas.search.loop import Searcher
 
+from tiny_spaces import tiny_space
+
 from test_graphs import data_for, digits, ir, run_epochs, spec, tensors  # noqa: F401 (fixtures)
 
 
@@ -83,21 +85,7 @@ def test_compiled_cells_compute_what_eager_cells_compute_in_float64(digits, ir, 
             torch.testing.assert_close(compiled[k], v, rtol=1e-10, atol=1e-12, msg=k)
 
 
-TWO_CELLS = """
-space two
-ops [none, skip_connect, nor_conv_1x1]
-bn { affine false; track_stats true; pool_bn false }
-cell cell(inputs 1, nodes 1) {
-  edges dense
-  output last
-  derive argmax
-}
-network(C = 4) {
-  stem conv3x3(C)
-  repeat 2 cell(C)
-  head bn relu gap linear
-}
-"""
+TWO_CELLS = tiny_space("two", ["none", "skip_connect", "nor_conv_1x1"])
 
 
 @pytest.mark.parametrize("method", ["darts", "rf-darts"])
@@ -121,21 +109,8 @@ def test_cells_of_one_shape_share_graphs_whatever_their_inputs_need(tmp_path, me
     assert all(torch.isfinite(a).all() for a in s.supernet.alphas.values())
 
 
-PARTIAL_CELLS = """
-space partial
-ops [none, skip_connect, nor_conv_1x1, avg_pool_3x3]
-bn { affine false; track_stats true; pool_bn false }
-cell cell(inputs 1, nodes 2) {
-  edges dense
-  output last
-  derive argmax
-}
-network(C = 8) {
-  stem conv3x3(C)
-  repeat 2 cell(C)
-  head bn relu gap linear
-}
-"""
+PARTIAL_CELLS = tiny_space("partial", ["none", "skip_connect", "nor_conv_1x1", "avg_pool_3x3"],
+                           nodes=2, C=8)
 
 
 def test_compiled_partial_channel_cells_compute_what_eager_ones_compute(tmp_path):

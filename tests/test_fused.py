@@ -8,6 +8,8 @@ from dslnas.ir.lower import compile_file
 from dslnas.supernet.network import build, count_parameters
 from dslnas.supernet.partial import partial_edge
 
+from tiny_spaces import tiny_space
+
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
 
 
@@ -171,21 +173,7 @@ def test_fused_partial_node_of_none_edges_is_its_bypass(tmp_path):
     assert fused(x, w).abs().sum() > 0
 
 
-ONLY_NONE = """
-space nothing
-ops [none]
-bn { affine false; track_stats true; pool_bn false }
-cell cell(inputs 1, nodes 2) {
-  edges dense
-  output last
-  derive argmax
-}
-network(C = 4) {
-  stem conv3x3(C)
-  repeat 1 cell(C)
-  head bn relu gap linear
-}
-"""
+ONLY_NONE = tiny_space("nothing", ["none"], nodes=2, repeat=1)
 
 
 def test_partial_channel_and_decorrelation_methods_search_with_fused_cells_not_progressive():
