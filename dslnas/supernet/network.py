@@ -78,7 +78,7 @@ class Supernet(nn.Module):
         twin.alphas.load_state_dict(self.alphas.state_dict())
         for g in self.alphas:
             twin.mask(g).copy_(self.mask(g))
-        for kind, mine, theirs in zip(self.net.kinds, self.net.blocks, twin.net.blocks):
+        for mine, theirs in zip(self.net.blocks, twin.net.blocks):
             if isinstance(mine, FusedSearchCell):
                 mine.copy_to(theirs)
             else:
