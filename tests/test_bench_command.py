@@ -221,12 +221,14 @@ def test_the_graphed_timing_path_with_the_eager_twin():
     from dslnas.search.bench import benchmark
     ir = compile_file(NB201, {"C": 4, "N": 1})
     r = benchmark(ir, get_method("darts").for_family("nb201"), batch_size=8, steps=2, warmup=0,
-                  cuda_graphs=True, _graph_capture=False)
+                  cuda_graphs=True, _graph_capture=False, profile=True)
     assert r.cuda_graphs is False and r.timing.startswith("cuda graphs")
     assert r.weight_step_ms > 0 and len(r.arch_step_ms_all) == 2
     assert r.iteration_ms == pytest.approx(r.weight_step_ms + r.arch_step_ms)
     assert r.images_per_s == pytest.approx(2 * 8 / (r.iteration_ms / 1e3))
     assert 0 < r.flops_arch_step < r.flops_weight_step   # the arch step reads ∇_α only
+    # profiled after the graphed timing, with the eager steps
+    assert r.profile["weight"]["aten_ops"] > 0 and r.profile["arch"]["aten_ops"] > 0
 
 
 def test_compiled_cells_report_their_graphs_and_compile_time(capsys, tmp_path):
@@ -236,11 +238,18 @@ def test_compiled_cells_report_their_graphs_and_compile_time(capsys, tmp_path):
     space = tmp_path / "two.nas"
     space.write_text(TWO_CELLS)
     code, out, err = run(capsys, "bench", str(space), "--method", "darts", "--compile",
-                         "--batch-size", "8", "--steps", "1", "--warmup", "0", "--json")
+                         "--batch-size", "8", "--steps", "1", "--warmup", "0", "--json",
+                         "--profile")
     assert code == 0, err
     r = json.loads(out)
     # two cells of one shape: one graph for the weight step, one for the arch step
     assert r["compiled"] is True and r["compiled_graphs"] == 2 and r["compile_s"] > 0
+    # profiling the compiled steps compiles nothing more (the same graphs), and their fused
+    # kernels are not ATen calls: fewer dispatched ops than the same steps eagerly
+    eager = json.loads(run(capsys, "bench", str(space), "--method", "darts", "--batch-size", "8",
+                           "--steps", "1", "--warmup", "0", "--json", "--profile")[1])
+    for step in ("weight", "arch"):
+        assert 0 < r["profile"][step]["aten_ops"] < eager["profile"][step]["aten_ops"]
 
 
 def test_profile_counts_what_each_step_dispatches(capsys, tmp_path):
