@@ -45,22 +45,19 @@ def summarise(events, cuda: bool) -> dict[str, Any]:
     from torch.autograd import DeviceType
     ops = [e for e in events if e.device_type == DeviceType.CPU and e.name.startswith("aten::")
            and _top_level(e)]
-    groups: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     out: dict[str, Any] = {"aten_ops": len(ops), "kernels": None, "kernel_ms": None}
     if cuda:
         kernels = [e for e in events if e.device_type == DeviceType.CUDA
                    and not e.is_user_annotation]
+        timed = [(e.name, e.time_range.elapsed_us() / 1e3) for e in kernels]
         out["kernels"] = len(kernels)
-        out["kernel_ms"] = sum(e.time_range.elapsed_us() for e in kernels) / 1e3
-        for e in kernels:
-            g = groups[e.name]
-            g[0] += 1
-            g[1] += e.time_range.elapsed_us() / 1e3
+        out["kernel_ms"] = sum(ms for _, ms in timed)
     else:
-        for e in ops:
-            g = groups[e.name]
-            g[0] += 1
-            g[1] += e.cpu_time_total / 1e3
+        timed = [(e.name, e.cpu_time_total / 1e3) for e in ops]
+    groups: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for name, ms in timed:
+        groups[name][0] += 1
+        groups[name][1] += ms
     top = sorted(groups.items(), key=lambda kv: -kv[1][1])[:TOP]
     out["top"] = [[name, int(n), round(ms, 4)] for name, (n, ms) in top]
     return out

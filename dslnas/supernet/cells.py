@@ -10,6 +10,17 @@ from .macro import make_preprocess
 from .mixed import MixedEdge
 
 
+def real_candidates(cell: CellIR, shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """Boolean ``shape`` (default: edges x most candidates): True where a column of an edge's α
+    row is one of its candidates (rows shorter than the widest are padded)."""
+    if shape is None:
+        shape = (max(e.row for e in cell.edges) + 1, max(len(e.candidates) for e in cell.edges))
+    mask = torch.zeros(shape, dtype=torch.bool)
+    for e in cell.edges:
+        mask[e.row, :len(e.candidates)] = True
+    return mask
+
+
 class _CellBase(nn.Module):
     def __init__(self, cell: CellIR, block: CellBlock, affine: bool, track: bool):
         super().__init__()

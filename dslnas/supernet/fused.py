@@ -56,7 +56,7 @@ from torch import nn
 
 from ..ir.model import CellBlock, CellIR
 from ..ops import DilConv, ReLUConvBN, SepConv, create_op, op_kind
-from .cells import _CellBase
+from .cells import _CellBase, real_candidates
 from .mixed import MixedEdge
 from .partial import bypass_pool, channel_shuffle, check_partial
 
@@ -213,12 +213,8 @@ class FusedSearchCell(_CellBase):
         # not persistent: the state dict is unchanged; buffers follow .to(device)
         self.register_buffer("w_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
         self.register_buffer("w_cols", torch.tensor(cols, dtype=torch.long), persistent=False)
-        # partial channels: an edge's bypass is scaled by the sum of its candidates' weights
-        shape = (max(e.row for e in cell.edges) + 1, max(len(e.candidates) for e in cell.edges))
-        real = torch.zeros(shape, dtype=torch.bool)
-        for e in cell.edges:
-            real[e.row, :len(e.candidates)] = True
-        self.register_buffer("real", real, persistent=False)
+        if self.K > 1:      # an edge's bypass is scaled by the sum of its candidates' weights
+            self.register_buffer("real", real_candidates(cell), persistent=False)
 
     def forward(self, inputs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
         states = [p(x) for p, x in zip(self.preprocess, inputs)]

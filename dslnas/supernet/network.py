@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..ir.model import CellBlock, SpaceIR
-from .cells import DiscreteCell, DropPath, SearchCell
+from .cells import DiscreteCell, DropPath, SearchCell, real_candidates
 from .fused import FusedSearchCell
 from .mixed import MixedEdge
 from .macro import MacroNetwork
@@ -50,11 +50,8 @@ class Supernet(nn.Module):
         self.alphas = nn.ParameterDict(
             {g.name: nn.Parameter(1e-3 * torch.randn(*g.shape)) for g in ir.groups})
         for g in ir.groups:
-            cell = ir.cell(g.cell)
-            mask = torch.zeros(g.shape, dtype=torch.bool)
-            for e in cell.edges:
-                mask[e.row, :len(e.candidates)] = True
-            self.register_buffer(f"mask_{g.name}", mask, persistent=False)
+            self.register_buffer(f"mask_{g.name}", real_candidates(ir.cell(g.cell), g.shape),
+                                 persistent=False)
 
     @property
     def is_fused(self) -> bool:
