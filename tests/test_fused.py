@@ -176,16 +176,14 @@ def test_fused_partial_node_of_none_edges_is_its_bypass(tmp_path):
 ONLY_NONE = tiny_space("nothing", ["none"], nodes=2, repeat=1)
 
 
-def test_partial_channel_and_decorrelation_methods_search_with_fused_cells_not_progressive():
+def test_partial_channel_progressive_and_decorrelation_methods_search_with_fused_cells():
     from dslnas.methods.spec import get_method
     from dslnas.search.loop import fused_fits, make_parts
-    for method in ("pc-darts", "rf-pcdarts"):
+    for method in ("pc-darts", "rf-pcdarts", "drnas-progressive"):
         for family in ("nb201", "darts"):
             assert fused_fits(make_parts(get_method(method).for_family(family)))
     # iDARTS (Wang): its decorrelation discretizer scores on a plain twin
     assert fused_fits(make_parts(get_method("idarts-nn").for_family("nb201")))
-    # DrNAS' progressive scheme prunes and widens its per-edge modules
-    assert not fused_fits(make_parts(get_method("drnas-progressive").for_family("nb201")))
 
 
 @pytest.mark.parametrize("name, edge_cls, overrides, mode", [
@@ -272,3 +270,107 @@ def test_fused_cell_is_not_used_with_a_fan_out_initialisation():
     kaiming = attrs.evolve(m, transforms=(
         Part("random_features", {"trainable": ["bn_affine"], "init": "kaiming_normal"}),))
     assert not fused_fits(make_parts(kaiming))
+
+
+# ---- DrNAS' progressive scheme on fused cells ------------------------------------------------
+
+def _sgd_step(net, opt, x, y, relax):
+    torch.nn.functional.cross_entropy(net(x, relax.weights(net, {})), y).backward()
+    opt.step()
+    opt.zero_grad()
+
+
+def shared_stats(cell) -> set[int]:
+    """The BN statistics of a fused cell's shared modules (DARTS' pool BN): after a stage switch
+    they hold one edge's widened copy, while plain edges each draw their own channel map. The
+    search's train-mode passes never read them (docs/performance.md)."""
+    return {id(t) for plan in cell.plan for kind, key, _ in plan if kind == "shared"
+            for t in cell.mods[key].buffers()}
+
+
+@pytest.mark.parametrize("name, overrides, keep", [
+    ("nb201", {"C": 8, "N": 1}, [5, 3]), ("darts", {"C": 8, "L": 5}, [8, 4]),
+])
+def test_fused_progressive_stage_switch_is_the_plain_one(name, overrides, keep):
+    """DrNAS' stage switch on fused cells (prune to the top ops, widen C/4 -> C/2 channels by
+    Net2Net, carry SGD momentum) gives exactly what it gives on plain partial-channel edges
+    (float64): masks, every edge's tensors and momentum, the RNG stream, and the next step's
+    outputs and gradients; pruned candidates' terms are not run; a rebuilt fused supernet at
+    the new stage loads the checkpoint with its pruning."""
+    from dslnas.methods.relaxations import make_relaxation
+    from dslnas.methods.spec import Part
+    from dslnas.methods.transforms import make_transforms
+    progs = [make_transforms([Part("progressive", {"K": [4, 2], "keep": keep, "epochs": [1, 1],
+                                                   "seed": 3})])[0] for _ in range(2)]
+    plain, fused = pair(name, progs[0].build_kwargs()["edge_cls"], **overrides)
+    plain.double(), fused.double()
+    relax = make_relaxation("softmax")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64, generator=g)
+    y = torch.randint(0, 10, (4,), generator=g)
+    opts = []
+    for prog, net in zip(progs, (plain, fused)):
+        prog.prepare(net)
+        with torch.no_grad():
+            for a in net.alphas.values():
+                a.copy_(torch.randn(a.shape, generator=torch.Generator().manual_seed(1)))
+        opts.append(torch.optim.SGD(net.weight_parameters(), lr=0.05, momentum=0.9))
+        _sgd_step(net, opts[-1], x, y, relax)
+    drawn = []
+    for prog, net, opt in zip(progs, (plain, fused), opts):
+        torch.manual_seed(11)
+        res = prog.advance(net, opt, relax.strengths(net, {}))
+        assert res.stage == prog.stage == 1
+        drawn.append(torch.rand(4))           # the search's random stream moved alike
+    assert torch.equal(*drawn)
+    for group in plain.alphas:
+        m = fused.mask(group)
+        assert torch.equal(m, plain.mask(group)) and bool((m.sum(1) == keep[1]).all())
+    # the optimiser holds exactly the fused supernet's weights, its momentum mapped with them
+    # (the first step's gradients agree to rounding)
+    tol = dict(atol=1e-10, rtol=1e-8)
+    held = [p for grp in opts[1].param_groups for p in grp["params"]]
+    assert {id(p) for p in held} == {id(p) for p in fused.weight_parameters()}
+    for p, f in cell_pairs(plain, fused):
+        assert f.K == p.edges[0].K == 2 and f.C == f.C_full // 2
+        for ft, index, pt in f.tensor_map(p):
+            if id(ft) not in shared_stats(f):
+                assert torch.allclose(ft[index], pt, **tol)
+            if isinstance(pt, torch.nn.Parameter):
+                assert torch.allclose(opts[1].state[ft]["momentum_buffer"][index],
+                                      opts[0].state[pt]["momentum_buffer"], **tol)
+        # what forward runs: every kept candidate but `none`, nothing pruned
+        ran = {(t.row, t.col) for plan in f.live for *_, targets in plan for t in targets}
+        kept = {(r, c) for r, c in fused.mask(f.group).nonzero().tolist()
+                if p.edges[r].candidates[c] != "none"}
+        assert ran == kept
+    # the next step: the same outputs, α and live weight gradients, and BN statistics
+    outs = []
+    for net in (plain, fused):
+        out = net(x, relax.weights(net, {}))
+        torch.nn.functional.cross_entropy(out, y).backward()
+        outs.append(out)
+    assert torch.allclose(*outs, **tol)
+    for a, b in zip(plain.arch_parameters(), fused.arch_parameters()):
+        assert torch.allclose(a.grad, b.grad, **tol)
+    for p, f in cell_pairs(plain, fused):
+        # a batched module computes its pruned edges too: their BN statistics move (unused)
+        live = {id(t) for r, c in fused.mask(f.group).nonzero().tolist()
+                for t in (*p.edges[r].ops[c].parameters(), *p.edges[r].ops[c].buffers())}
+        for ft, index, pt in f.tensor_map(p):
+            if isinstance(pt, torch.nn.Parameter) and pt.grad is not None:
+                assert torch.allclose(ft.grad[index], pt.grad, **tol)
+            elif id(pt) in live and id(ft) not in shared_stats(f) and \
+                    not isinstance(pt, torch.nn.Parameter):
+                assert torch.allclose(ft[index], pt, **tol)
+    for opt in opts:
+        opt.step()
+    # resume: a fused supernet built at stage 1 loads the checkpoint, pruning included
+    fresh = build(fused.ir, fused=True, **progs[1].build_kwargs(stage=1)).double()
+    progs[1].prepare(fresh, stage=1)
+    fresh.load_state_dict(fused.state_dict())
+    for group in fused.alphas:
+        assert torch.equal(fresh.mask(group), fused.mask(group))
+    fresh.eval(), fused.eval()
+    st = relax.strengths(fused, {})
+    assert torch.allclose(fresh(x, st), fused(x, st), **tol)

@@ -571,3 +571,24 @@ def test_a_run_folder_is_held_by_one_search_at_a_time(tmp_path, capsys, two_epoc
     holder.close()                                        # released: the resume goes ahead
     code, out, _ = run(capsys, "search", "--resume", run_dir)
     assert code == 0 and "search finished" in out
+
+
+def test_drnas_progressive_searches_fused_cells_and_resumes_across_a_stage_switch(tmp_path, capsys):
+    """DrNAS' progressive search on fused cells, stopped after its stage switch (pruned to 3 ops
+    per edge, widened to C/2) and resumed, ends exactly where the uninterrupted run does."""
+    args = ["--method", "drnas-progressive", "--epochs", 4, "--deterministic", *TINY,
+            "--set", "progressive.epochs=[2, 2]", "--set", "progressive.warmup=0"]
+    assert run(capsys, "search", NB201, *args, "--out", tmp_path / "a")[0] == 0
+    assert run(capsys, "search", NB201, *args, "--out", tmp_path / "b", "--stop-after", 3)[0] == 0
+    state = ckpt.load(tmp_path / "b" / "checkpoint.pt")
+    assert state["fused"] and state["stages"] == [1]
+    active = [v for k, v in state["supernet"].items() if k.endswith(".active")]
+    assert active and all(bool((a.sum(1) == 3).all()) for a in active)
+    code, out, _ = run(capsys, "search", "--resume", tmp_path / "b")
+    assert code == 0 and "search finished" in out
+    a, b = ([json.loads(l) for l in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+            for r in "ab")
+    assert [r["alphas"] for r in a] == [r["alphas"] for r in b]
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    assert (tmp_path / "a" / "genotype.json").read_text() == \
+        (tmp_path / "b" / "genotype.json").read_text()

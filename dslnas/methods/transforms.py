@@ -44,7 +44,11 @@ Transforms:
     (SGD momentum buffers) into the widened tensors, in place, so the optimiser object and its
     lr scheduler continue. Resuming: build with ``build_kwargs(stage)`` for the checkpoint's stage,
     ``prepare`` (which installs a load hook that restores the masks from the edges' saved
-    ``active`` buffers), then ``load_state_dict``.
+    ``active`` buffers), then ``load_state_dict``. Fused cells (``supernet/fused.py``) take the
+    same path: each cell keeps an ``active`` buffer and skips its pruned candidates' terms, and a
+    stage switch prunes and widens a plain twin of the supernet (the same edges, the same random
+    channel maps in the same order as a plain supernet would draw them), then rebuilds the fused
+    candidates at the new width from it, the momentum buffers mapped along.
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 import torch
 from torch import nn
 
+from ..supernet.fused import FusedSearchCell
 from ..supernet.partial import PartialMixedEdge, partial_edge
 from .spec import instantiate
 
@@ -178,23 +183,36 @@ class RandomFeatures(Transform):
 # ---- progressive (DrNAS) ------------------------------------------------------------------
 
 def search_edges(supernet):
-    """``(group, row, edge)`` for every edge of every search cell, in network order."""
+    """``(group, row, edge)`` for every edge of every plain search cell, in network order."""
     for i, (kind, block) in enumerate(zip(supernet.net.kinds, supernet.net.blocks)):
-        if kind != "cell":
+        if kind != "cell" or isinstance(block, FusedSearchCell):
             continue
         group = supernet.cell_groups[i]
         for row, edge in enumerate(block.edges):
             yield group, row, edge
 
 
+def fused_cells(supernet):
+    """``(group, cell)`` for every fused search cell, in network order."""
+    for group, block in zip(supernet.cell_groups, supernet.net.blocks):
+        if isinstance(block, FusedSearchCell):
+            yield group, block
+
+
 def sync_masks(supernet) -> None:
-    """AND every group's mask with its edges' ``active`` flags (after loading a checkpoint)."""
+    """AND every group's mask with its edges' (or fused cells') ``active`` flags, then give the
+    fused cells the result (after loading a checkpoint)."""
     with torch.no_grad():
         for group, row, edge in search_edges(supernet):
             act = getattr(edge, "active", None)
             if act is not None:
                 m = supernet.mask(group)
                 m[row, : act.numel()] &= act.to(m.device)
+        pruning = [(g, c) for g, c in fused_cells(supernet) if getattr(c, "active", None) is not None]
+        for group, cell in pruning:
+            supernet.mask(group).logical_and_(cell.active.to(supernet.mask(group).device))
+        for group, cell in pruning:
+            cell.set_active(supernet.mask(group))
 
 
 def _sync_after_load(module, incompatible_keys) -> None:
@@ -258,7 +276,7 @@ class Progressive(Transform):
     def prepare(self, supernet, stage: int | None = None) -> None:
         if stage is not None:
             self.stage = stage
-        widest = max(len(e.candidates) for _, _, e in search_edges(supernet))
+        widest = max(int(supernet.mask(g).sum(1).max()) for g in supernet.alphas)
         if self.stage == 0 and self.keep[0] < widest:
             # DrNAS' DARTS setting keeps 7 = all of its ops (no `none`); with more candidates
             # there is nothing learned yet to prune by, so stage 0 keeps every op.
@@ -267,6 +285,11 @@ class Progressive(Transform):
         for _, _, e in search_edges(supernet):
             if not isinstance(e, PartialMixedEdge):
                 raise TypeError("progressive needs PartialMixedEdge edges: build with build_kwargs()")
+        for group, cell in fused_cells(supernet):
+            if cell.K != self.K[self.stage]:
+                raise TypeError(f"progressive: a fused cell has K={cell.K}, stage {self.stage} "
+                                f"needs K={self.K[self.stage]}: build with build_kwargs()")
+            cell.enable_pruning(supernet.mask(group))
         if not getattr(supernet, "_progressive_hook", False):
             supernet.register_load_state_dict_post_hook(_sync_after_load)
             supernet._progressive_hook = True
@@ -292,6 +315,8 @@ class Progressive(Transform):
                 n = len(edge.candidates)
                 if hasattr(edge, "set_active"):
                     edge.set_active(supernet.mask(g)[row, :n].cpu())
+            for g, cell in fused_cells(supernet):
+                cell.set_active(supernet.mask(g))
         return new_masks
 
     def advance(self, supernet, weight_optimizer: torch.optim.Optimizer | None,
@@ -307,6 +332,10 @@ class Progressive(Transform):
             raise ValueError(f"progressive: no stage {stage} (stages 0..{len(self.K) - 1})")
         if generator is None and self.seed is not None:
             generator = torch.Generator().manual_seed(int(self.seed) + stage)
+        if supernet.is_fused:
+            replaced = self._advance_fused(supernet, weight_optimizer, stage, strengths, generator)
+            self.stage = stage
+            return Advanced(supernet, weight_optimizer, stage, replaced)
         self.prune(supernet, strengths, self.keep[stage])
         replaced: dict = {}
         fns: dict = {}
@@ -319,9 +348,65 @@ class Progressive(Transform):
         self.stage = stage
         return Advanced(supernet, weight_optimizer, stage, replaced)
 
+    @torch.no_grad()
+    def _advance_fused(self, supernet, opt, stage: int, strengths, generator) -> dict:
+        """``advance`` for fused cells: prune and widen a plain twin exactly as a plain supernet
+        is (same edges, same draws), then rebuild each fused cell's candidates at the new width
+        from its twin. Returns old -> new parameters (the optimiser holds the new ones)."""
+        twin = supernet.plain_twin()
+        pairs = [(f, p) for f, p in zip(supernet.net.blocks, twin.net.blocks)
+                 if isinstance(f, FusedSearchCell)]
+        # the optimiser's state, per edge's tensors
+        state: dict = {}
+        for f, p in pairs:
+            for ft, index, pt in f.tensor_map(p):
+                st = opt.state.get(ft) if opt is not None else None
+                if st and isinstance(pt, nn.Parameter):
+                    state[pt] = {k: v[index].clone() if _param_shaped(v, ft) else v
+                                 for k, v in st.items()}
+        self.prune(twin, strengths, self.keep[stage])
+        for _, _, edge in search_edges(twin):
+            for old, new, fn in edge.widen(self.K[stage], generator=generator, rescale=self.rescale):
+                if old in state:
+                    state[new] = {k: fn(v) if _param_shaped(v, old) else v
+                                  for k, v in state.pop(old).items()}
+        for g in supernet.alphas:
+            supernet.mask(g).copy_(twin.mask(g))
+        replaced: dict = {}
+        new_state: dict = {}
+        for f, p in pairs:
+            old = dict(f.mods.named_parameters())
+            f.rebuild(self.K[stage])
+            f.load_from(p)
+            f.set_active(supernet.mask(f.group))
+            for name, q in f.mods.named_parameters():
+                q.requires_grad_(old[name].requires_grad)
+                replaced[old[name]] = q
+            for ft, index, pt in f.tensor_map(p):
+                for k, v in state.get(pt, {}).items():
+                    st = new_state.setdefault(ft, {})
+                    if _param_shaped(v, pt):
+                        st.setdefault(k, torch.zeros_like(ft))[index] = v
+                    else:
+                        st.setdefault(k, v)
+        supernet._build_args["edge_cls"] = partial_edge(self.K[stage])
+        if opt is not None:
+            for group in opt.param_groups:
+                group["params"] = [replaced.get(q, q) for q in group["params"]]
+            for old, new in replaced.items():
+                opt.state.pop(old, None)
+                if new in new_state:
+                    opt.state[new] = new_state[new]
+        return replaced
+
     def __repr__(self) -> str:
         return (f"Progressive(K={self.K}, keep={self.keep}, epochs={self.epochs}, warmup={self.warmup}, "
                 f"rescale={self.rescale})")
+
+
+def _param_shaped(v, p) -> bool:
+    """An optimiser state entry that is mapped like its parameter (e.g. a momentum buffer)."""
+    return torch.is_tensor(v) and v.shape == p.shape
 
 
 def carry_optimizer_state(opt: torch.optim.Optimizer, replaced: dict, fns: dict) -> None:
@@ -335,7 +420,7 @@ def carry_optimizer_state(opt: torch.optim.Optimizer, replaced: dict, fns: dict)
             params[i] = new
             state = opt.state.pop(p, None)
             if state:
-                opt.state[new] = {k: (fns[p](v) if torch.is_tensor(v) and v.shape == p.shape else v)
+                opt.state[new] = {k: fns[p](v) if _param_shaped(v, p) else v
                                   for k, v in state.items()}
 
 

@@ -190,11 +190,11 @@ def _as_dict(extra) -> dict[str, torch.Tensor]:
 
 def fused_fits(parts: Parts, ir: SpaceIR | None = None) -> bool:
     """The fused cell (supernet/fused.py) computes the same function with fewer kernels; it fits
-    methods that need no per-edge modules in the search (plain or fixed partial-channel edges,
-    not DrNAS' progressive pruning and widening; the decorrelation discretizer scores on a plain
+    methods that need no per-edge modules in the search (plain or partial-channel edges, DrNAS'
+    progressive pruning and widening included; the decorrelation discretizer scores on a plain
     twin, ``Supernet.plain_twin``) and whose initialisation does not depend on a conv's output
     width. ``ir``: the space (None: assume it has pool BNs)."""
-    from ..methods.transforms import Progressive, RandomFeatures, merge_build_kwargs
+    from ..methods.transforms import RandomFeatures, merge_build_kwargs
     from ..supernet.partial import partial_K
     # Kaiming by fan-out would see the stacked convs' n-times larger fan-out; the fused cell
     # runs a node's pools (and their BN) once for all its edges, so per-edge γ, β need them apart
@@ -203,9 +203,7 @@ def fused_fits(parts: Parts, ir: SpaceIR | None = None) -> bool:
                                                        or (t.pool_bn_affine and pool_bns))
                    for t in parts.transforms)
     edge_cls = merge_build_kwargs(parts.transforms).get("edge_cls")
-    edges_fit = edge_cls is None or (partial_K(edge_cls) is not None and not any(
-        isinstance(t, Progressive) for t in parts.transforms))
-    return edges_fit and not per_edge
+    return (edge_cls is None or partial_K(edge_cls) is not None) and not per_edge
 
 
 def _has_pool_bns(ir: SpaceIR) -> bool:

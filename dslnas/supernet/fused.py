@@ -141,30 +141,41 @@ class FusedSearchCell(_CellBase):
     def __init__(self, cell: CellIR, block: CellBlock, affine: bool, track: bool, pool_bn: bool,
                  node_norm: bool = False, K: int = 1):
         super().__init__(cell, block, affine, track)
-        self.K = check_partial(K, block.C)
         self.C_full = block.C
-        C = self.C = block.C // self.K          # the candidates' width: all channels, or C/K
         self.group = cell.group
+        self._ir, self._build = cell, dict(affine=affine, track=track, pool_bn=pool_bn)
         self.in_degree = [len(cell.in_edges(n)) for n in range(self.n_total)]
         self.node_norm = nn.ModuleList(
             nn.BatchNorm2d(self.C_full, affine=False, track_running_stats=track) if node_norm
             else nn.Identity() for _ in cell.intermediate)
+        self.stride = [next((e.stride for e in cell.edges if e.src == s), 1)
+                       for s in range(self.n_total)]
+        self.any_edge: dict[int, int] = {}          # a node's first source
+        for e in sorted(cell.edges, key=lambda e: e.src):
+            self.any_edge.setdefault(e.dst, e.src)
+        # partial channels: per source node, its edges' (row, dst)
+        self.out_rows = [tuple((e.row, e.dst) for e in cell.edges if e.src == s)
+                         for s in range(self.n_total)]
+        # not persistent: the state dict is unchanged; buffers follow .to(device)
+        self.register_buffer("real", real_candidates(cell), persistent=False)
+        self._build_candidates(K)
+
+    def _build_candidates(self, K: int) -> None:
+        """The candidates' modules and the plan that runs them, at ``C_full / K`` channels."""
+        cell, b = self._ir, self._build
+        affine, track, pool_bn = b["affine"], b["track"], b["pool_bn"]
+        self.K = check_partial(K, self.C_full)
+        C = self.C = self.C_full // self.K          # the candidates' width: all channels, or C/K
         # Per source node: a list of (kind, module key, targets); modules live in a ModuleDict.
         self.mods = nn.ModuleDict()
         self.plan: list[list[tuple[str, str, tuple[_Target, ...]]]] = []
-        self.stride = []
-        self.any_edge: dict[int, int] = {}
-        self.out_rows = []          # partial channels: per source node, its edges' (row, dst)
         for s in range(self.n_total):
-            out = [e for e in cell.edges if e.src == s]
-            self.out_rows.append(tuple((e.row, e.dst) for e in out))
-            stride = out[0].stride if out else 1
-            self.stride.append(stride)
+            stride = self.stride[s]
             by_op: dict[str, list[tuple]] = {}
-            for e in out:
-                self.any_edge.setdefault(e.dst, s)
-                for k, name in enumerate(e.candidates):
-                    by_op.setdefault(name, []).append((e, k))
+            for e in cell.edges:
+                if e.src == s:
+                    for k, name in enumerate(e.candidates):
+                        by_op.setdefault(name, []).append((e, k))
             plan = []
             for name, uses in by_op.items():
                 kind = op_kind(name)
@@ -210,11 +221,54 @@ class FusedSearchCell(_CellBase):
                     rows.append(t.row)
                     cols.append(t.col)
                 plan[i] = (kind, key, tuple(numbered))
-        # not persistent: the state dict is unchanged; buffers follow .to(device)
         self.register_buffer("w_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
         self.register_buffer("w_cols", torch.tensor(cols, dtype=torch.long), persistent=False)
-        if self.K > 1:      # an edge's bypass is scaled by the sum of its candidates' weights
-            self.register_buffer("real", real_candidates(cell), persistent=False)
+        self._set_live()
+
+    # ---- pruning and widening (DrNAS progressive) -------------------------------------------
+
+    def _set_live(self) -> None:
+        """What forward runs: per source node ``(kind, key, n, targets)`` without the pruned
+        candidates' terms (their weight is exactly 0), and without modules no edge uses any
+        more. A batched module still computes all its ``n`` edges (host-side, so a forward
+        never reads the device to know what to skip; compiled cells re-trace when it changes)."""
+        active = getattr(self, "active", None)
+        pruned = set() if active is None else {tuple(rc) for rc in (~active).nonzero().tolist()}
+        self.live = [[(kind, key, len(targets), kept) for kind, key, targets in plan
+                      if (kept := tuple(t for t in targets if (t.row, t.col) not in pruned))]
+                     for plan in self.plan]
+
+    def enable_pruning(self, mask: torch.Tensor) -> None:
+        """Give the cell a persistent ``active`` buffer (saved in checkpoints, like each
+        ``PartialMixedEdge``'s), shaped like its group's α and mask, all real candidates on."""
+        if getattr(self, "active", None) is None:
+            self.register_buffer("active", mask.detach().clone().to(self.real.device))
+
+    def set_active(self, mask: torch.Tensor) -> None:
+        """Which candidates run (``mask``: the group's, rows x columns); the rest are skipped."""
+        self.active.copy_(mask.to(self.active.device))
+        self._set_live()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._set_live()
+
+    def rebuild(self, K: int) -> None:
+        """New candidate modules at ``C_full / K`` channels (same device, dtype, memory format and
+        mode; freshly initialised without moving the RNG: the caller loads their tensors, e.g.
+        ``load_from`` a widened plain cell). Preprocessing and node norms are kept as they are."""
+        floats = [t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()]
+        dtype = floats[0].dtype if floats else None
+        channels_last = any(p.dim() == 4 and not p.is_contiguous() and
+                            p.is_contiguous(memory_format=torch.channels_last)
+                            for p in self.mods.parameters())
+        with torch.random.fork_rng(devices=[]):
+            self._build_candidates(K)
+        self.mods.to(device=self.real.device, dtype=dtype)
+        if channels_last:
+            self.mods.to(memory_format=torch.channels_last)
+        self.w_rows, self.w_cols = self.w_rows.to(self.real.device), self.w_cols.to(self.real.device)
+        self.mods.train(self.training)
 
     def forward(self, inputs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
         states = [p(x) for p, x in zip(self.preprocess, inputs)]
@@ -224,6 +278,7 @@ class FusedSearchCell(_CellBase):
         if partial:
             rest: list[torch.Tensor | None] = [None] * self.n_total
             rows = self.real.shape[0]
+            # pruned candidates' weights are exactly 0: they add nothing to an edge's mass
             mass = torch.where(self.real, weights[:rows, :self.real.shape[1]], 0).sum(1).unbind(0)
         for s in range(self.n_total):
             if s >= self.n_inputs:
@@ -242,12 +297,11 @@ class FusedSearchCell(_CellBase):
                 x = x[:, :self.C]
             relu = None                                 # one ReLU(x) for every batched kind
             replicas: dict[int, torch.Tensor] = {}      # ReLU(x) tiled n times, by n
-            for kind, key, targets in self.plan[s]:
+            for kind, key, n, targets in self.live[s]:
                 batched = kind in BATCHED
                 if batched:
                     if relu is None:
                         relu = F.relu(x)
-                    n = len(targets)
                     if kind == "dw_stack":
                         inp = replicas.get(n)
                         if inp is None:

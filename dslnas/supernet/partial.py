@@ -164,13 +164,13 @@ class PartialMixedEdge(nn.Module):
         pairs: list = []
         if K_new == self.K:
             return pairs
-        device = next((t.device for t in self.buffers()), None)
+        floats = [t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()]
+        dtype = floats[0].dtype if floats else None
         for k, name in enumerate(self.candidates):
             old = self.ops[k]
             new = _build_op(name, self.C // K_new, self.stride, **self._build)
             new.train(old.training)
-            if device is not None:
-                new.to(device)
+            new.to(device=self.active.device, dtype=dtype)
             got, _, _ = widen_op(old, new, generator=generator, rescale=rescale)
             pairs += got
             self.ops[k] = new
