@@ -32,6 +32,11 @@ channel-shuffled. Both are linear and the same for every edge into a node, so a 
 processed parts and the bypasses of its edges apart and concatenates and shuffles once (instead of
 once per edge), and each source node's bypass is pooled once for all its edges.
 
+DrNAS' progressive scheme prunes candidates and widens the partial channels between stages. A
+pruned candidate's term is skipped (``set_active``; a module none of its source's edges uses any
+more is not run), and ``rebuild`` makes the candidates anew at the next width, whose tensors the
+caller loads from a widened plain twin (``methods.transforms.Progressive``).
+
 Which path a candidate takes follows the module its op builds (``ReLUConvBN``, ``DilConv``,
 ``SepConv``), not its name, so the batched modules copy the plain ones' settings (kernel, stride
 on the first depthwise conv only, padding, dilation, BN flags).
