@@ -214,9 +214,10 @@ def shown_command(cmd: list[str]) -> str:
 
 
 def device_name(device: str) -> str | None:
-    """The GPU model (nvidia-smi) for cuda, the processor for cpu; None if unknown."""
+    """The GPU model (nvidia-smi) for cuda, the processor's model for cpu; None if unknown."""
     if device == "cpu":
-        return platform.processor() or platform.machine() or None
+        from dslnas.search.bench import device_name as model
+        return model("cpu")
     try:
         p = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                            capture_output=True, text=True, timeout=20)
@@ -841,6 +842,12 @@ def build_report(finished: list[dict], unfinished: list[dict], table) -> dict:
             entry["accuracy"][key] = {"mean": mean, "std": std, "n": len(vals)}
         minutes = [r["search_minutes"] for r in mine if r["search_minutes"] is not None]
         entry["search_minutes"] = statistics.fmean(minutes) if minutes else None
+        # a CPU search takes hours where a GPU one takes minutes: one mean per device too
+        by_device: dict = {}
+        for r in mine:
+            if r["search_minutes"] is not None:
+                by_device.setdefault(r["device_name"] or "?", []).append(r["search_minutes"])
+        entry["search_minutes_by_device"] = {d: statistics.fmean(v) for d, v in by_device.items()}
         entry["parallel"] = sorted({k for r in mine for k in r["parallel"]})
         pub = PUBLISHED.get(m)
         entry["published"] = (
@@ -887,6 +894,8 @@ def format_report(rep: dict) -> str:
         accs = [_fmt_ms(e["accuracy"][k]["mean"], e["accuracy"][k]["std"])
                 if e["accuracy"][k]["n"] else "n/a" for k in DATASETS]
         mins = "n/a" if e["search_minutes"] is None else f"{e['search_minutes']:.1f}"
+        if len(e["search_minutes_by_device"]) > 1:
+            mins = "; ".join(f"{v:.1f} ({d})" for d, v in e["search_minutes_by_device"].items())
         pub_s = e["published"].get("search_seconds")
         if pub_s:
             mins += f" ({pub_s / 60:.1f})"
@@ -898,7 +907,7 @@ def format_report(rep: dict) -> str:
               "(from reference/methods.md); published seconds are on other GPUs.", "",
               "### Runs", "",
               "| method | seed | genotype | CIFAR-10 | CIFAR-100 | ImageNet16-120 | epochs | "
-              "search min | K |", "|---|---|---|---|---|---|---|---|---|"]
+              "search min | K | device |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rep["runs"]:
         accs = ["n/a" if r["accuracy"][k] is None else f"{r['accuracy'][k]:.2f}"
                 for k in DATASETS]
@@ -907,7 +916,7 @@ def format_report(rep: dict) -> str:
         arch = str(r["nb201"]).replace("|", "\\|")      # a bare | would split the cell
         lines.append(f"| {r['method']} | {r['seed']} | `{arch}`{note} | "
                      f"{' | '.join(accs)} | {r['epochs']} | {mins} | "
-                     f"{', '.join(map(str, r['parallel'])) or '?'} |")
+                     f"{', '.join(map(str, r['parallel'])) or '?'} | {r['device_name'] or '?'} |")
     if rep["unfinished"]:
         lines += ["", "Unfinished: " + ", ".join(
             f"{u['method']}-s{u['seed']} ({u['epochs']}/{u['total'] or '?'} epochs)"

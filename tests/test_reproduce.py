@@ -434,7 +434,8 @@ def test_record_then_report_mean_and_std(two_runs, table, tmp_path):
     base = json.loads((results / "darts-s0.json").read_text())
     for seed, arch in extra.items():
         (results / f"darts-s{seed}.json").write_text(json.dumps(
-            {**base, "seed": seed, "nb201": arch, "search_seconds": 60.0 * seed}))
+            {**base, "seed": seed, "nb201": arch, "search_seconds": 60.0 * seed,
+             "device_name": "Some CPU" if seed == 2 else base["device_name"]}))
     out: list[str] = []
     # the run folder and the records overlap (darts-s0, rf-darts-s0): each run counts once
     ns = argparse.Namespace(runs=[runs, results], benchmark=bench, json=True)
@@ -449,6 +450,10 @@ def test_record_then_report_mean_and_std(two_runs, table, tmp_path):
         assert darts["accuracy"][key]["n"] == 3
     want_min = statistics.fmean([base["search_seconds"] / 60, 1.0, 2.0])
     assert darts["search_minutes"] == pytest.approx(want_min)
+    # and per device: a CPU search is not averaged with GPU ones
+    gpu = statistics.fmean([base["search_seconds"] / 60, 1.0])
+    assert darts["search_minutes_by_device"] == {base["device_name"] or "?": pytest.approx(gpu),
+                                                 "Some CPU": pytest.approx(2.0)}
     rf = rep["methods"]["rf-darts"]
     assert rf["seeds"] == [0] and rf["accuracy"]["cifar10"]["std"] is None
     assert rf["accuracy"]["cifar10"]["mean"] == values[found["rf-darts"]][0]
@@ -468,6 +473,8 @@ def test_record_then_report_mean_and_std(two_runs, table, tmp_path):
     assert f"{values[found['rf-darts']][0]:.2f} ± —" in rf_row and "94.27 / 72.94 / ? (?)" in rf_row
     cell = extra[1].replace("|", "\\|")             # escaped inside a table cell
     assert f"| darts | 1 | `{cell}` |" in text             # one line per run
+    assert f"{gpu:.1f} ({base['device_name'] or '?'}); 2.0 (Some CPU)" in row
+    assert next(l for l in text.splitlines() if l.startswith("| darts | 2 |")).endswith("| Some CPU |")
 
 
 def test_report_lists_unfinished_runs(two_runs, table, tmp_path):
