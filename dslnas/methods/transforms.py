@@ -353,6 +353,11 @@ class Progressive(Transform):
         """``advance`` for fused cells: prune and widen a plain twin exactly as a plain supernet
         is (same edges, same draws), then rebuild each fused cell's candidates at the new width
         from its twin. Returns old -> new parameters (the optimiser holds the new ones)."""
+        for group, cell in fused_cells(supernet):
+            cell.enable_pruning(supernet.mask(group))      # (prepare does it; advance alone too)
+        if self.K[stage] == self.K[self.stage]:
+            self.prune(supernet, strengths, self.keep[stage])   # nothing to widen
+            return {}
         twin = supernet.plain_twin()
         pairs = [(f, p) for f, p in zip(supernet.net.blocks, twin.net.blocks)
                  if isinstance(f, FusedSearchCell)]

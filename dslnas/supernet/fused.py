@@ -242,12 +242,17 @@ class FusedSearchCell(_CellBase):
         self.live = [[(kind, key, len(targets), kept) for kind, key, targets in plan
                       if (kept := tuple(t for t in targets if (t.row, t.col) not in pruned))]
                      for plan in self.plan]
+        # an edge's bypass scales by the weights of its live candidates, as PartialMixedEdge's
+        rows, cols = self.real.shape
+        live = self.real if active is None else self.real & active[:rows, :cols].to(self.real.device)
+        self.register_buffer("live_mask", live, persistent=False)
 
     def enable_pruning(self, mask: torch.Tensor) -> None:
         """Give the cell a persistent ``active`` buffer (saved in checkpoints, like each
         ``PartialMixedEdge``'s), shaped like its group's α and mask, all real candidates on."""
         if getattr(self, "active", None) is None:
             self.register_buffer("active", mask.detach().clone().to(self.real.device))
+            self._set_live()
 
     def set_active(self, mask: torch.Tensor) -> None:
         """Which candidates run (``mask``: the group's, rows x columns); the rest are skipped."""
@@ -282,9 +287,8 @@ class FusedSearchCell(_CellBase):
         partial = self.K > 1
         if partial:
             rest: list[torch.Tensor | None] = [None] * self.n_total
-            rows = self.real.shape[0]
-            # pruned candidates' weights are exactly 0: they add nothing to an edge's mass
-            mass = torch.where(self.real, weights[:rows, :self.real.shape[1]], 0).sum(1).unbind(0)
+            rows, cols = self.live_mask.shape
+            mass = torch.where(self.live_mask, weights[:rows, :cols], 0).sum(1).unbind(0)
         for s in range(self.n_total):
             if s >= self.n_inputs:
                 total = acc[s]

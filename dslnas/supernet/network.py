@@ -1,6 +1,7 @@
 """``build(ir)``: the search supernet, and ``build_child(ir, genotype)``: a discrete network."""
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -66,7 +67,8 @@ class Supernet(nn.Module):
         is not moved; a fresh copy each call (the weights it copies change every step)."""
         if not self.is_fused:
             return self
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")         # the build warned once already
             twin = Supernet(self.ir, fused=False, **self._build_args)
             for prepare in self.prepared_by:
                 prepare(twin)
@@ -75,6 +77,10 @@ class Supernet(nn.Module):
         twin.alphas.load_state_dict(self.alphas.state_dict())
         for g in self.alphas:
             twin.mask(g).copy_(self.mask(g))
+        for g, block in zip(twin.cell_groups, twin.net.blocks):
+            for row, edge in enumerate(getattr(block, "edges", ())):
+                if hasattr(edge, "set_active"):     # pruned ops (DrNAS progressive) stay off
+                    edge.set_active(self.mask(g)[row, :len(edge.candidates)].cpu())
         for mine, theirs in zip(self.net.blocks, twin.net.blocks):
             if isinstance(mine, FusedSearchCell):
                 mine.copy_to(theirs)
