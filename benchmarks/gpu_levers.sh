@@ -51,6 +51,9 @@ timeout 200 python benchmarks/graph_check.py --methods darts --iters 40 --frozen
 echo "== NB201 darts, channels-last"
 timeout 90 python benchmarks/graph_check.py --methods darts --iters 40 --frozen 3 --compile \
     --channels-last --kinds graphed compiled
+echo "== the other fused methods"
+bench nb201 drnas-progressive 50 10
+bench nb201 idarts-nn 50 10
 fi
 
 if [ "$space" = darts ]; then
