@@ -417,3 +417,34 @@ def test_fused_progressive_stage_of_the_same_width_only_prunes():
          for g, a in fused.alphas.items()}
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     assert torch.allclose(fused(x, w), plain(x, w), atol=1e-12)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_progressive_stage_switch_keeps_what_random_features_turned_off(fused):
+    """Random features without BN running statistics, with DrNAS' progressive scheme: the
+    widened (plain) or rebuilt (fused) ops have none either, so a checkpoint after the switch
+    loads into a supernet built and prepared at that stage."""
+    from dslnas.methods.relaxations import make_relaxation
+    from dslnas.methods.spec import Part
+    from dslnas.methods.transforms import make_transforms, merge_build_kwargs
+    ir = compile_file(SPACES / "nb201.nas", {"C": 8, "N": 1})
+    parts = [Part("progressive", {"K": [4, 2], "keep": [5, 3], "epochs": [1, 1]}),
+             Part("random_features", {"trainable": ["bn_affine"], "track_stats": False})]
+
+    def built(stage):
+        ts = make_transforms(parts)
+        ts[0].stage = stage
+        net = build(ir, fused=fused, **merge_build_kwargs(ts))
+        for t in ts:
+            t.prepare(net)
+            net.prepared_by.append(t.prepare)
+        return ts, net
+
+    ts, net = built(0)
+    tracking = lambda n: [m for m in n.modules() if isinstance(m, torch.nn.BatchNorm2d)  # noqa: E731
+                          and m.track_running_stats]
+    assert net.is_fused == fused and not tracking(net)
+    ts[0].advance(net, None, make_relaxation("softmax").strengths(net, {}))
+    assert not tracking(net)
+    _, fresh = built(1)
+    fresh.load_state_dict(net.state_dict())          # strict: the same keys

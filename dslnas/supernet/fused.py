@@ -63,7 +63,7 @@ from ..ir.model import CellBlock, CellIR
 from ..ops import DilConv, ReLUConvBN, SepConv, create_op, op_kind
 from .cells import _CellBase, real_candidates
 from .mixed import MixedEdge
-from .partial import bypass_pool, channel_shuffle, check_partial
+from .partial import bypass_pool, channel_shuffle, check_partial, drop_stats_like
 
 SHARED_POOLS = {"avg_pool_3x3", "max_pool_3x3"}
 # plan kinds whose module computes n edges at once, one C-channel slice (slot) per edge
@@ -272,8 +272,10 @@ class FusedSearchCell(_CellBase):
         channels_last = any(p.dim() == 4 and not p.is_contiguous() and
                             p.is_contiguous(memory_format=torch.channels_last)
                             for p in self.mods.parameters())
+        old = self.mods
         with torch.random.fork_rng(devices=[]):
             self._build_candidates(K)
+        drop_stats_like(old, self.mods)
         self.mods.to(device=self.real.device, dtype=dtype)
         if channels_last:
             self.mods.to(memory_format=torch.channels_last)

@@ -38,7 +38,8 @@ from ..ops import FactorizedReduce
 from .mixed import MixedEdge
 
 __all__ = ["PartialMixedEdge", "partial_edge", "partial_K", "check_partial", "bypass_pool",
-           "channel_shuffle", "shuffle_index", "processed_positions", "widen_op", "ChannelMaps"]
+           "channel_shuffle", "shuffle_index", "processed_positions", "widen_op", "ChannelMaps",
+           "drop_stats_like"]
 
 
 def check_partial(K, C: int) -> int:
@@ -171,11 +172,22 @@ class PartialMixedEdge(nn.Module):
             new = _build_op(name, self.C // K_new, self.stride, **self._build)
             new.train(old.training)
             new.to(device=self.active.device, dtype=dtype)
+            drop_stats_like(old, new)
             got, _, _ = widen_op(old, new, generator=generator, rescale=rescale)
             pairs += got
             self.ops[k] = new
         self.K = K_new
         return pairs
+
+
+def drop_stats_like(old: nn.Module, new: nn.Module) -> None:
+    """Turn off the running statistics of ``new``'s BNs where ``old`` (the same op, built
+    before a transform changed it, e.g. random features with ``track_stats=false``) has none."""
+    for a, b in zip(old.modules(), new.modules()):
+        if isinstance(a, nn.modules.batchnorm._BatchNorm) and not a.track_running_stats \
+                and isinstance(b, nn.modules.batchnorm._BatchNorm) and b.track_running_stats:
+            b.track_running_stats = False
+            b.running_mean = b.running_var = b.num_batches_tracked = None
 
 
 def partial_edge(K: int) -> Callable[..., PartialMixedEdge]:
