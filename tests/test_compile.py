@@ -113,17 +113,16 @@ PARTIAL_CELLS = tiny_space("partial", ["none", "skip_connect", "nor_conv_1x1", "
                            nodes=2, C=8)
 
 
-def test_compiled_partial_channel_cells_compute_what_eager_ones_compute(tmp_path):
-    """PC-DARTS in the fused cell (partial channels, K=4: 2 of 8 channels through the ops,
-    bypass, one shuffle per node) compiles to the same search, float64; one cell shape, so
-    one graph per step kind (the full NB201 shapes are the float64 test above, for darts)."""
+def _eager_and_compiled(tmp_path, method, drive) -> int:
+    """Run ``drive(searcher, batches)`` on an eager and on a compiled float64 fused search of
+    PARTIAL_CELLS from the same seed; assert they end in the same state; return how many
+    graphs the compiled one built."""
     import torch._dynamo
     from torch._dynamo.utils import counters
     from dslnas.ir.lower import compile_file
     path = tmp_path / "partial.nas"
     path.write_text(PARTIAL_CELLS)
     ir = compile_file(path, {"in_channels": 3, "classes": 10})
-    m = spec("pc-darts", batch_size=8, warmup_epochs=0)
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(8, 3, 8, 8, generator=g, dtype=torch.float64),
                 torch.randint(0, 10, (8,), generator=g)) for _ in range(12)]
@@ -131,58 +130,12 @@ def test_compiled_partial_channel_cells_compute_what_eager_ones_compute(tmp_path
     for compiled in (False, True):
         torch._dynamo.reset()
         counters.clear()
-        s = Searcher(ir, m, seed=4, compile_cells=compiled)
+        s = Searcher(ir, method, seed=4, compile_cells=compiled)
         assert s.is_fused
         s.supernet.to(torch.float64)
         s.supernet.train()
-        alphas = [a.detach().clone() for a in s.supernet.arch_parameters()]
-        for i in range(0, 12, 2):
-            s.iteration(*batches[i], *batches[i + 1], do_arch=True, frozen=False)
-        # the architecture steps ran: α moved
-        assert all(not torch.equal(a, b) for a, b in zip(alphas, s.supernet.arch_parameters()))
+        drive(s, batches)
         states.append(s.supernet.state_dict())
-    assert counters["stats"]["unique_graphs"] == 2
-    eager, compiled = states
-    for k, v in eager.items():
-        if v.is_floating_point():
-            torch.testing.assert_close(compiled[k], v, rtol=1e-10, atol=1e-12, msg=k)
-
-
-def test_compiled_progressive_cells_follow_the_stage_switch(tmp_path):
-    """DrNAS' progressive scheme on compiled fused cells: the stage switch (prune to 2 of 4 ops,
-    widen C/4 -> C/2) rebuilds the cells' candidates, the compiled cells re-trace them, and the
-    search stays the eager one (float64); one cell shape: two graphs per stage."""
-    import attrs
-    import torch._dynamo
-    from torch._dynamo.utils import counters
-    from dslnas.ir.lower import compile_file
-    from dslnas.methods.spec import Part
-    path = tmp_path / "partial.nas"
-    path.write_text(PARTIAL_CELLS)
-    ir = compile_file(path, {"in_channels": 3, "classes": 10})
-    m = spec("drnas-progressive", batch_size=8)
-    m = attrs.evolve(m, transforms=(Part("progressive", {"K": [4, 2], "keep": [4, 2],
-                                                         "epochs": [1, 1], "warmup": 0}),))
-    g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(8, 3, 8, 8, generator=g, dtype=torch.float64),
-                torch.randint(0, 10, (8,), generator=g)) for _ in range(8)]
-    states = []
-    for compiled in (False, True):
-        torch._dynamo.reset()
-        counters.clear()
-        s = Searcher(ir, m, seed=4, compile_cells=compiled)
-        assert s.is_fused
-        s.supernet.to(torch.float64)
-        s.supernet.train()
-        for epoch in (0, 1):
-            s.epoch = epoch
-            s.begin_epoch()
-            for i in range(0, 8, 2):
-                s.iteration(*batches[i], *batches[i + 1], do_arch=True, frozen=False)
-        assert s.transforms[0].stage == 1
-        assert all(bool((s.supernet.mask(gr).sum(1) == 2).all()) for gr in s.supernet.alphas)
-        states.append(s.supernet.state_dict())
-    assert counters["stats"]["unique_graphs"] == 4
     eager, compiled = states
     assert eager.keys() == compiled.keys()
     for k, v in eager.items():
@@ -190,3 +143,39 @@ def test_compiled_progressive_cells_follow_the_stage_switch(tmp_path):
             torch.testing.assert_close(compiled[k], v, rtol=1e-10, atol=1e-12, msg=k)
         else:
             assert torch.equal(compiled[k], v), k
+    return counters["stats"]["unique_graphs"]
+
+
+def test_compiled_partial_channel_cells_compute_what_eager_ones_compute(tmp_path):
+    """PC-DARTS in the fused cell (partial channels, K=4: 2 of 8 channels through the ops,
+    bypass, one shuffle per node) compiles to the same search, float64; one cell shape, so
+    one graph per step kind (the full NB201 shapes are the float64 test above, for darts)."""
+    def drive(s, batches):
+        alphas = [a.detach().clone() for a in s.supernet.arch_parameters()]
+        for i in range(0, 12, 2):
+            s.iteration(*batches[i], *batches[i + 1], do_arch=True, frozen=False)
+        # the architecture steps ran: α moved
+        assert all(not torch.equal(a, b) for a, b in zip(alphas, s.supernet.arch_parameters()))
+    assert _eager_and_compiled(tmp_path, spec("pc-darts", batch_size=8, warmup_epochs=0),
+                               drive) == 2
+
+
+def test_compiled_progressive_cells_follow_the_stage_switch(tmp_path):
+    """DrNAS' progressive scheme on compiled fused cells: the stage switch (prune to 2 of 4 ops,
+    widen C/4 -> C/2) rebuilds the cells' candidates, the compiled cells re-trace them, and the
+    search stays the eager one (float64); one cell shape: two graphs per stage."""
+    import attrs
+    from dslnas.methods.spec import Part
+    m = spec("drnas-progressive", batch_size=8)
+    m = attrs.evolve(m, transforms=(Part("progressive", {"K": [4, 2], "keep": [4, 2],
+                                                         "epochs": [1, 1], "warmup": 0}),))
+
+    def drive(s, batches):
+        for epoch in (0, 1):
+            s.epoch = epoch
+            s.begin_epoch()
+            for i in range(0, 8, 2):
+                s.iteration(*batches[i], *batches[i + 1], do_arch=True, frozen=False)
+        assert s.transforms[0].stage == 1
+        assert all(bool((s.supernet.mask(gr).sum(1) == 2).all()) for gr in s.supernet.alphas)
+    assert _eager_and_compiled(tmp_path, m, drive) == 4
