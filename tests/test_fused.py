@@ -283,8 +283,8 @@ def _sgd_step(net, opt, x, y, relax):
 
 def shared_stats(cell) -> set[int]:
     """The BN statistics of a fused cell's shared modules (DARTS' pool BN): after a stage switch
-    they hold one edge's widened copy, while plain edges each draw their own channel map. The
-    search's train-mode passes never read them (docs/performance.md)."""
+    they hold one edge's widened copy, while plain edges each draw their own channel map. Only
+    eval-mode passes read them (docs/methods.md)."""
     return {id(t) for plan in cell.plan for kind, key, _ in plan if kind == "shared"
             for t in cell.mods[key].buffers()}
 
