@@ -25,7 +25,7 @@ TINY = ["--set", "C=4", "--set", "N=1", "--batch-size", "8", "--steps", "2", "--
 # every key docs/performance.md documents
 KEYS = {
     "space", "method", "device", "device_name", "torch_version", "threads", "dataset",
-    "batch_size", "steps", "warmup", "order", "inner_steps", "channels_last",
+    "batch_size", "steps", "epoch", "warmup", "order", "inner_steps", "channels_last",
     "fused", "cuda_graphs", "compiled", "compile_s", "compiled_graphs", "timing", "notes",
     "weight_step_ms", "arch_step_ms", "iteration_ms", "weight_step_ms_all", "arch_step_ms_all",
     "wall_iteration_ms", "images_per_s", "train_images_per_s",
@@ -310,3 +310,17 @@ def test_profile_summary_of_gpu_events():
     assert s["top"] == [["implicit_gemm", 2, 0.05], ["triton_poi_fused_relu_0", 1, 0.005]]
     cpu = summarise([conv, inner, relu, launch], cuda=False)
     assert cpu["kernels"] is None and [n for n, *_ in cpu["top"]] == ["aten::conv2d", "aten::relu"]
+
+
+def test_epoch_sets_the_supernet_up_at_that_stage(capsys):
+    """--epoch: DrNAS' progressive supernet as the search has it at that epoch (stage 1: the
+    partial channels widened from C/4 to C/2 and each edge pruned to 3 of its 5 ops), so its
+    convolutions cost more FLOPs than at epoch 0; the human output says which epoch."""
+    stages = ["--set", "progressive.epochs=[1, 1]"]
+    first = bench_json(capsys, "drnas-progressive", *stages)
+    later = bench_json(capsys, "drnas-progressive", *stages, "--epoch", "1")
+    assert first["epoch"] == 0 and later["epoch"] == 1
+    assert later["flops_weight_step"] > first["flops_weight_step"]
+    code, out, _ = run(capsys, "bench", NB201, "--method", "drnas-progressive", *TINY, *stages,
+                       "--epoch", "1")
+    assert code == 0 and "as at epoch 1" in out

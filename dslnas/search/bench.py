@@ -148,6 +148,7 @@ class BenchResult:
     dataset: str                    # "synthetic" or the real dataset's name
     batch_size: int                 # per step: the weight step's train batch = the val batch
     steps: int                      # timed iterations
+    epoch: int                      # the search epoch the supernet was set up for (stages)
     warmup: int                     # untimed iterations before them
     order: str                      # arch_first | weights_first
     inner_steps: int                # weight steps per architecture step in the search
@@ -310,7 +311,7 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
               download: bool = True, subset: int | None = None, seed: int = 0,
               channels_last: bool = False, fused: bool | None = None,
               cuda_graphs: bool | None = None, compile_cells: bool | None = None,
-              profile: bool = False, trace_dir=None,
+              profile: bool = False, trace_dir=None, epoch: int = 0,
               _graph_capture: bool = True) -> BenchResult:
     """Time the weight and architecture steps of searching ``ir`` with ``method``.
 
@@ -324,7 +325,9 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
     FLOPs are counted before compiling. ``profile``: also count what each step dispatches
     (ATen ops; kernels and their time on CUDA) over one more iteration after the timed ones,
     run without graphs (``search.profiling``); ``trace_dir``: write those steps as Chrome
-    traces too. ``_graph_capture=False`` (tests): the graphs' eager twin, on any device.
+    traces too. ``epoch``: set the supernet up as the search has it at that (0-based) epoch:
+    stage transforms advanced to its stage (DrNAS progressive: pruned by the initial α, and
+    widened). ``_graph_capture=False`` (tests): the graphs' eager twin, on any device.
     Raises MethodError / DataError like ``search()``.
     """
     import torch
@@ -351,7 +354,8 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
     with _determinism(False, device):            # what search() sets: cuDNN autotuning on CUDA
         s = Searcher(ir, method, device=device, seed=seed, channels_last=channels_last,
                      fused=fused)
-        s.begin_epoch()                           # stage transforms at epoch 0, as search()
+        s.epoch = epoch
+        s.begin_epoch()                           # stage transforms at that epoch, as search()
         s.supernet.train()
 
         def weight(tb, vb):
@@ -445,7 +449,8 @@ def benchmark(ir, method, *, device="cpu", batch_size: int | None = None, steps:
     return BenchResult(
         space=ir.name, method=method.name, device=device.type, device_name=name,
         torch_version=torch.__version__, threads=torch.get_num_threads(), dataset=dataset,
-        batch_size=batch_size, steps=steps, warmup=warmup, order=sched.order, inner_steps=T,
+        batch_size=batch_size, steps=steps, epoch=epoch, warmup=warmup, order=sched.order,
+        inner_steps=T,
         channels_last=channels_last, fused=bool(s.is_fused), compiled=bool(compile_cells),
         compile_s=compile_s, compiled_graphs=compiled_graphs,
         cuda_graphs=graphed is not None and graphed.capture and graphed.failed is None,
@@ -500,6 +505,9 @@ def add_command(subparsers) -> None:
     b.add_argument("--channels-last", action="store_true",
                    help="supernet and batches in channels-last memory format")
     add_speed_flags(b)
+    b.add_argument("--epoch", type=_nonneg_int("--epoch"), default=0,
+                   help="time the steps as at this 0-based search epoch: DrNAS' progressive "
+                        "stages pruned (by the initial α) and widened up to it (default 0)")
     b.add_argument("--seed", type=_nonneg_int("--seed"), default=0, help="random seed (default 0)")
     b.add_argument("--profile", action="store_true",
                    help="also count what each step dispatches: ATen ops, and on CUDA kernels "
@@ -562,7 +570,7 @@ def _bench(args) -> int:
                            seed=args.seed, channels_last=args.channels_last,
                            fused=args.fused, cuda_graphs=args.cuda_graphs,
                            compile_cells=args.compile_cells, profile=args.profile,
-                           trace_dir=args.trace)
+                           trace_dir=args.trace, epoch=args.epoch)
     except torch.cuda.OutOfMemoryError:
         raise _user_error(f"out of GPU memory at batch size {method.schedule.batch_size}; "
                           f"try a smaller --batch-size") from None
@@ -587,7 +595,8 @@ def format_result(r: BenchResult) -> str:
     lines = [
         f"space {r.space}, method {r.method}, device {dev}, torch {r.torch_version}",
         f"batch {r.batch_size} train + {r.batch_size} val per iteration, {r.dataset} data, "
-        f"order {r.order}, {r.steps} timed iterations after {r.warmup} warm-up",
+        f"order {r.order}, {r.steps} timed iterations after {r.warmup} warm-up"
+        + (f", as at epoch {r.epoch}" if r.epoch else ""),
         f"fused cells {'on' if r.fused else 'off'}, cuda graphs {'on' if r.cuda_graphs else 'off'}"
         + (f", compiled cells ({r.compiled_graphs} graphs, {r.compile_s:.1f} s to compile)"
            if r.compiled else "")
