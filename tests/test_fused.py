@@ -332,6 +332,12 @@ def test_fused_progressive_stage_switch_is_the_plain_one(name, overrides, keep):
     for group in plain.alphas:
         m = fused.mask(group)
         assert torch.equal(m, plain.mask(group)) and bool((m.sum(1) == keep[1]).all())
+    # the fused cells hold the kept candidates only
+    pruned_params = sum(count_parameters(p.edges[r].ops[c].parameters())
+                        for p, f in cell_pairs(plain, fused)
+                        for r, c in (~fused.mask(f.group)).nonzero().tolist())
+    assert count_parameters(fused.weight_parameters()) == \
+        count_parameters(plain.weight_parameters()) - pruned_params
     # the optimiser holds exactly the fused supernet's weights, its momentum mapped with them
     # (the first step's gradients agree to rounding)
     tol = dict(atol=1e-10, rtol=1e-8)
@@ -360,14 +366,10 @@ def test_fused_progressive_stage_switch_is_the_plain_one(name, overrides, keep):
     for a, b in zip(plain.arch_parameters(), fused.arch_parameters()):
         assert torch.allclose(a.grad, b.grad, **tol)
     for p, f in cell_pairs(plain, fused):
-        # a batched module computes its pruned edges too: their BN statistics move (unused)
-        live = {id(t) for r, c in fused.mask(f.group).nonzero().tolist()
-                for t in (*p.edges[r].ops[c].parameters(), *p.edges[r].ops[c].buffers())}
-        for ft, index, pt in f.tensor_map(p):
-            if isinstance(pt, torch.nn.Parameter) and pt.grad is not None:
+        for ft, index, pt in f.tensor_map(p):       # the kept candidates' tensors
+            if isinstance(pt, torch.nn.Parameter):
                 assert torch.allclose(ft.grad[index], pt.grad, **tol)
-            elif id(pt) in live and id(ft) not in shared_stats(f) and \
-                    not isinstance(pt, torch.nn.Parameter):
+            elif id(ft) not in shared_stats(f):
                 assert torch.allclose(ft[index], pt, **tol)
     for opt in opts:
         opt.step()
@@ -390,10 +392,11 @@ def test_fused_progressive_stage_switch_is_the_plain_one(name, overrides, keep):
     assert torch.allclose(fresh(x, st), fused(x, st), **tol)
 
 
-def test_fused_progressive_stage_of_the_same_width_only_prunes():
-    """A stage that keeps K (e.g. K [2, 2]) prunes without rebuilding: the same parameters stay
-    in the optimiser, and the pruned candidates' terms are dropped from what forward runs; an
-    edge's bypass is scaled by its live candidates' weights only, as PartialMixedEdge's is."""
+def test_fused_progressive_stage_of_the_same_width_drops_the_pruned_candidates():
+    """A stage that keeps K (K [2, 2]) only prunes: the fused cells keep exactly the kept
+    candidates' tensors (the plain edges' less their pruned ops), the optimiser exactly the
+    supernet's weights, and an edge's bypass is scaled by its kept candidates' weights only,
+    as PartialMixedEdge's is (pruned columns with weights that are not 0 are ignored)."""
     from dslnas.methods.relaxations import make_relaxation
     from dslnas.methods.spec import Part
     from dslnas.methods.transforms import make_transforms
@@ -404,15 +407,20 @@ def test_fused_progressive_stage_of_the_same_width_only_prunes():
     relax = make_relaxation("softmax")
     for prog, net in zip(progs, (plain, fused)):
         prog.prepare(net)
-    params = list(fused.weight_parameters())
-    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
-    res = progs[1].advance(fused, opt, relax.strengths(fused, {}))
+    opt = torch.optim.SGD(fused.weight_parameters(), lr=0.1, momentum=0.9)
+    progs[1].advance(fused, opt, relax.strengths(fused, {}))
     progs[0].advance(plain, None, relax.strengths(plain, {}))
-    assert res.replaced == {} and [p for g in opt.param_groups for p in g["params"]] == params
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == \
+        {id(p) for p in fused.weight_parameters()}
+    pruned_params = 0
     for group in fused.alphas:
         assert torch.equal(fused.mask(group), plain.mask(group))
         assert bool((fused.mask(group).sum(1) == 3).all())
-    # weights that are not 0 on the pruned columns: those columns are ignored either way
+    for p, f in cell_pairs(plain, fused):
+        for r, c in (~fused.mask(f.group)).nonzero().tolist():
+            pruned_params += count_parameters(p.edges[r].ops[c].parameters())
+    assert pruned_params > 0 and count_parameters(fused.weight_parameters()) == \
+        count_parameters(plain.weight_parameters()) - pruned_params
     w = {g: torch.rand(a.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
          for g, a in fused.alphas.items()}
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)

@@ -351,13 +351,11 @@ class Progressive(Transform):
     @torch.no_grad()
     def _advance_fused(self, supernet, opt, stage: int, strengths, generator) -> dict:
         """``advance`` for fused cells: prune and widen a plain twin exactly as a plain supernet
-        is (same edges, same draws), then rebuild each fused cell's candidates at the new width
-        from its twin. Returns old -> new parameters (the optimiser holds the new ones)."""
+        is (same edges, same draws), then rebuild each fused cell's kept candidates at the new
+        width from its twin. Returns old -> new parameters (the optimiser holds the new ones, and
+        no longer those of an op pruned on every edge of its source)."""
         for group, cell in fused_cells(supernet):
             cell.enable_pruning(supernet.mask(group))      # (prepare does it; advance alone too)
-        if self.K[stage] == self.K[self.stage]:
-            self.prune(supernet, strengths, self.keep[stage])   # nothing to widen
-            return {}
         twin = supernet.plain_twin()
         pairs = [(f, p) for f, p in zip(supernet.net.blocks, twin.net.blocks)
                  if isinstance(f, FusedSearchCell)]
@@ -378,15 +376,16 @@ class Progressive(Transform):
         for g in supernet.alphas:
             supernet.mask(g).copy_(twin.mask(g))
         replaced: dict = {}
+        dropped: set = set()            # modules of ops pruned on every edge of their source
         new_state: dict = {}
         for f, p in pairs:
             old = dict(f.mods.named_parameters())
-            f.rebuild(self.K[stage])
+            f.active.copy_(supernet.mask(f.group).to(f.active.device))
+            f.rebuild(self.K[stage])                # the kept candidates only
             f.load_from(p)
-            f.set_active(supernet.mask(f.group))
-            for name, q in f.mods.named_parameters():
-                q.requires_grad_(old[name].requires_grad)
-                replaced[old[name]] = q
+            new = dict(f.mods.named_parameters())
+            replaced.update((old[name], q) for name, q in new.items())
+            dropped.update(q for name, q in old.items() if name not in new)
             for ft, index, pt in f.tensor_map(p):
                 for k, v in state.get(pt, {}).items():
                     st = new_state.setdefault(ft, {})
@@ -397,7 +396,9 @@ class Progressive(Transform):
         supernet._build_args["edge_cls"] = partial_edge(self.K[stage])
         if opt is not None:
             for group in opt.param_groups:
-                group["params"] = [replaced.get(q, q) for q in group["params"]]
+                group["params"] = [replaced.get(q, q) for q in group["params"] if q not in dropped]
+            for q in dropped:
+                opt.state.pop(q, None)
             for old, new in replaced.items():
                 opt.state.pop(old, None)
                 if new in new_state:

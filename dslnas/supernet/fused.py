@@ -32,10 +32,11 @@ channel-shuffled. Both are linear and the same for every edge into a node, so a 
 processed parts and the bypasses of its edges apart and concatenates and shuffles once (instead of
 once per edge), and each source node's bypass is pooled once for all its edges.
 
-DrNAS' progressive scheme prunes candidates and widens the partial channels between stages. A
-pruned candidate's term is skipped (``set_active``; a module none of its source's edges uses any
-more is not run), and ``rebuild`` makes the candidates anew at the next width, whose tensors the
-caller loads from a widened plain twin (``methods.transforms.Progressive``).
+DrNAS' progressive scheme prunes candidates and widens the partial channels between stages.
+``rebuild`` makes the modules anew at the next width for the candidates the ``active`` buffer
+keeps (a pruned one has no slot, an op pruned on every edge of its source no module), and the
+caller loads their tensors from a pruned and widened plain twin (``methods.transforms
+.Progressive``); a checkpoint of a later stage rebuilds the cell for its pruning as it loads.
 
 Which path a candidate takes follows the module its op builds (``ReLUConvBN``, ``DilConv``,
 ``SepConv``), not its name, so the batched modules copy the plain ones' settings (kernel, stride
@@ -172,20 +173,26 @@ class FusedSearchCell(_CellBase):
         self.K = check_partial(K, self.C_full)
         C = self.C = self.C_full // self.K          # the candidates' width: all channels, or C/K
         # Per source node: a list of (kind, module key, targets); modules live in a ModuleDict.
+        # Pruned candidates (DrNAS progressive) get no slot: a stage's modules hold its ops only.
+        # The modules keep the order they have unpruned, so the parameters' order (which a
+        # resumed optimiser's state follows) is the live supernet's and a rebuilt one's alike.
         self.mods = nn.ModuleDict()
         self.plan: list[list[tuple[str, str, tuple[_Target, ...]]]] = []
+        pruned = self._pruned()
         for s in range(self.n_total):
             stride = self.stride[s]
             by_op: dict[str, list[tuple]] = {}
             for e in cell.edges:
                 if e.src == s:
                     for k, name in enumerate(e.candidates):
-                        by_op.setdefault(name, []).append((e, k))
+                        uses = by_op.setdefault(name, [])
+                        if (e.row, k) not in pruned:
+                            uses.append((e, k))
             plan = []
             for name, uses in by_op.items():
                 kind = op_kind(name)
                 key = f"s{s}_{name}"
-                if kind == "zero":
+                if kind == "zero" or not uses:
                     continue
                 n = len(uses)
                 slots = tuple(_Target(e.row, c, e.dst, i) for i, (e, c) in enumerate(uses))
@@ -232,18 +239,23 @@ class FusedSearchCell(_CellBase):
 
     # ---- pruning and widening (DrNAS progressive) -------------------------------------------
 
-    def _set_live(self) -> None:
-        """What forward runs: per source node ``(kind, key, n, targets)`` without the pruned
-        candidates' terms (their weight is exactly 0), and without modules no edge uses any
-        more. A batched module still computes all its ``n`` edges (host-side, so a forward
-        never reads the device to know what to skip; compiled cells re-trace when it changes)."""
+    def _pruned(self) -> set[tuple[int, int]]:
+        """``(row, column)`` of every pruned candidate (host-side, so a forward never reads the
+        device to know what to skip; compiled cells re-trace when it changes)."""
         active = getattr(self, "active", None)
-        pruned = set() if active is None else {tuple(rc) for rc in (~active).nonzero().tolist()}
+        return set() if active is None else {tuple(rc) for rc in (~active).nonzero().tolist()}
+
+    def _set_live(self) -> None:
+        """What forward runs: per source node ``(kind, key, n, targets)``, without the terms of
+        candidates pruned since the modules were built (``set_active``; their weight is exactly
+        0) and without modules none of whose edges is left. ``rebuild`` drops them entirely."""
+        pruned = self._pruned()
         self.live = [[(kind, key, len(targets), kept) for kind, key, targets in plan
                       if (kept := tuple(t for t in targets if (t.row, t.col) not in pruned))]
                      for plan in self.plan]
         # an edge's bypass scales by the weights of its live candidates, as PartialMixedEdge's
         rows, cols = self.real.shape
+        active = getattr(self, "active", None)
         live = self.real if active is None else self.real & active[:rows, :cols].to(self.real.device)
         self.register_buffer("live_mask", live, persistent=False)
 
@@ -260,13 +272,21 @@ class FusedSearchCell(_CellBase):
         self._set_live()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "active")
+        active = getattr(self, "active", None)
+        if saved is not None and active is not None and saved.shape == active.shape \
+                and not torch.equal(saved.to(active.device), active):
+            # a checkpoint of a later stage: modules shaped for its pruning, loaded next
+            active.copy_(saved)
+            self.rebuild(self.K)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._set_live()
 
     def rebuild(self, K: int) -> None:
-        """New candidate modules at ``C_full / K`` channels (same device, dtype, memory format and
-        mode; freshly initialised without moving the RNG: the caller loads their tensors, e.g.
-        ``load_from`` a widened plain cell). Preprocessing and node norms are kept as they are."""
+        """New candidate modules at ``C_full / K`` channels for the candidates ``active`` keeps
+        (same device, dtype, memory format, mode, ``requires_grad`` flags and BN statistics
+        switched off alike; freshly initialised without moving the RNG: the caller loads their
+        tensors, e.g. ``load_from`` a widened plain cell). Preprocessing and node norms stay."""
         floats = [t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()]
         dtype = floats[0].dtype if floats else None
         channels_last = any(p.dim() == 4 and not p.is_contiguous() and
@@ -276,6 +296,9 @@ class FusedSearchCell(_CellBase):
         with torch.random.fork_rng(devices=[]):
             self._build_candidates(K)
         drop_stats_like(old, self.mods)
+        frozen = {name for name, q in old.named_parameters() if not q.requires_grad}
+        for name, q in self.mods.named_parameters():
+            q.requires_grad_(name not in frozen)
         self.mods.to(device=self.real.device, dtype=dtype)
         if channels_last:
             self.mods.to(memory_format=torch.channels_last)

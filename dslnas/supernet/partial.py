@@ -183,7 +183,9 @@ class PartialMixedEdge(nn.Module):
 def drop_stats_like(old: nn.Module, new: nn.Module) -> None:
     """Turn off the running statistics of ``new``'s BNs where ``old`` (the same op, built
     before a transform changed it, e.g. random features with ``track_stats=false``) has none."""
-    for a, b in zip(old.modules(), new.modules()):
+    olds = dict(old.named_modules())
+    for name, b in new.named_modules():
+        a = olds.get(name)
         if isinstance(a, nn.modules.batchnorm._BatchNorm) and not a.track_running_stats \
                 and isinstance(b, nn.modules.batchnorm._BatchNorm) and b.track_running_stats:
             b.track_running_stats = False
