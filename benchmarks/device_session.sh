@@ -43,20 +43,7 @@ if [ "${BENCH:-1}" = 1 ]; then
     timeout 240 python3 -m dslnas.cli bench spaces/nb201.nas --method darts --device "$device" \
         --batch-size 64 --steps "${BENCH_STEPS:-50}" --warmup 10 --profile --json \
         > "$out/bench-nb201-darts.json" || echo "bench: failed or timed out"
-    python3 - "$out/bench-nb201-darts.json" <<'EOF'
-import json, sys
-try:
-    r = json.load(open(sys.argv[1]))
-except Exception:
-    sys.exit(0)
-print(f"{r['device_name']}: weight {r['weight_step_ms']:.2f} ms, arch {r['arch_step_ms']:.2f} ms, "
-      f"iteration {r['iteration_ms']:.2f} ms ({r['iteration_ms'] * 391 / 1000:.1f} s per 391-step "
-      f"epoch), compile {r['compile_s']} s ({r['compiled_graphs']} graphs), graphs {r['cuda_graphs']}")
-for step, p in (r.get("profile") or {}).items():
-    print(f"  {step}: {p['kernels']} kernels, {p['kernel_ms']} ms of kernel time, "
-          f"{p['aten_ops']} ATen ops; " + "; ".join(f"{n[:40]} {c}x {ms:.2f} ms"
-                                                    for n, c, ms in p["top"][:4]))
-EOF
+    python3 benchmarks/bench_summary.py "$out/bench-nb201-darts.json"
 fi
 
 left=$(( budget - ($(date +%s) - t0) ))

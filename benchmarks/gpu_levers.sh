@@ -19,22 +19,7 @@ bench() {   # space method steps warmup [flags]
     timeout 170 python -m dslnas.cli bench "spaces/$space.nas" --method "$method" --device cuda \
         --batch-size 64 --steps "$steps" --warmup "$warmup" --profile --json "$@" \
         > "$out/$space-$method.json" || echo "bench $space $method: failed or timed out"
-    python - "$out/$space-$method.json" <<'EOF'
-import json, sys
-try:
-    r = json.load(open(sys.argv[1]))
-except Exception:
-    sys.exit(0)
-print(f"| {r['space']} | {r['method']} | graphs {r['cuda_graphs']} compiled {r['compiled']} "
-      f"| {r['weight_step_ms']:.2f} | {r['arch_step_ms']:.2f} | {r['iteration_ms']:.2f} "
-      f"| {r['images_per_s']:.0f} | {r['peak_memory_bytes'] / 2**30:.2f} "
-      f"| {r['achieved_tflops']:.2f} | compile {r['compile_s']} s "
-      f"({r['compiled_graphs']} graphs) |", flush=True)
-for step, p in (r.get("profile") or {}).items():
-    print(f"    {step} step: {p['kernels']} kernels, {p['kernel_ms']} ms of kernel time, "
-          f"{p['aten_ops']} ATen ops; largest: "
-          + "; ".join(f"{n[:50]} {c}x {ms:.2f} ms" for n, c, ms in p["top"][:5]), flush=True)
-EOF
+    python benchmarks/bench_summary.py "$out/$space-$method.json"
 }
 if [ "$space" = nb201 ]; then
 # newest first: a call cut short by its limit keeps what matters most

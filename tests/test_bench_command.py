@@ -324,3 +324,27 @@ def test_epoch_sets_the_supernet_up_at_that_stage(capsys):
     code, out, _ = run(capsys, "bench", NB201, "--method", "drnas-progressive", *TINY, *stages,
                        "--epoch", "1")
     assert code == 0 and "as at epoch 1" in out
+
+
+def test_the_device_scripts_summary_reads_a_bench_report(capsys, tmp_path):
+    """benchmarks/bench_summary.py (what the device scripts print from each bench JSON): one
+    row naming the method, times and device, and one line per profiled step; a missing or
+    broken file prints nothing."""
+    import runpy
+    import sys
+    report = bench_json(capsys, "darts", "--profile")
+    good, broken = tmp_path / "r.json", tmp_path / "broken.json"
+    good.write_text(json.dumps(report))
+    broken.write_text("{")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_summary.py"
+    argv = sys.argv
+    try:
+        sys.argv = [str(script), str(good), str(broken), str(tmp_path / "missing.json")]
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("| nb201 | darts |")
+    assert f"{report['weight_step_ms']:.2f}" in lines[0] and report["device_name"] in lines[0]
+    assert lines[1].startswith("    weight step:") and lines[2].startswith("    arch step:")
+    assert f"{report['profile']['arch']['aten_ops']} ATen ops" in lines[2]
