@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from ..supernet.fused import FusedSearchCell
-from ..supernet.partial import PartialMixedEdge, partial_edge
+from ..supernet.partial import PartialMixedEdge, drop_running_stats, partial_edge
 from .spec import instantiate
 
 __all__ = ["Transform", "PartialChannels", "NodeNorm", "RandomFeatures", "Progressive",
@@ -169,8 +169,7 @@ class RandomFeatures(Transform):
         if self.track_stats is False:
             for m in supernet.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                    m.track_running_stats = False
-                    m.running_mean = m.running_var = m.num_batches_tracked = None
+                    drop_running_stats(m)
         kinds = parameter_kinds(supernet)
         for p in supernet.weight_parameters():
             p.requires_grad_(bool(kinds.get(id(p), set()) & set(self.kinds)))
@@ -393,7 +392,6 @@ class Progressive(Transform):
                         st.setdefault(k, torch.zeros_like(ft))[index] = v
                     else:
                         st.setdefault(k, v)
-        supernet._build_args["edge_cls"] = partial_edge(self.K[stage])
         if opt is not None:
             for group in opt.param_groups:
                 group["params"] = [replaced.get(q, q) for q in group["params"] if q not in dropped]

@@ -13,7 +13,7 @@ from .cells import DiscreteCell, DropPath, SearchCell, real_candidates
 from .fused import FusedSearchCell
 from .mixed import MixedEdge
 from .macro import MacroNetwork
-from .partial import partial_K
+from .partial import partial_edge, partial_K
 
 
 class Supernet(nn.Module):
@@ -67,9 +67,13 @@ class Supernet(nn.Module):
         is not moved; a fresh copy each call (the weights it copies change every step)."""
         if not self.is_fused:
             return self
+        args = dict(self._build_args)
+        if partial_K(args["edge_cls"]) is not None:     # the width the cells have now (DrNAS
+            K = next(b.K for b in self.net.blocks if isinstance(b, FusedSearchCell))
+            args["edge_cls"] = partial_edge(K)          # progressive widens them by stages)
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.simplefilter("ignore")         # the build warned once already
-            twin = Supernet(self.ir, fused=False, **self._build_args)
+            twin = Supernet(self.ir, fused=False, **args)
             for prepare in self.prepared_by:
                 prepare(twin)
         ref = next(self.parameters())

@@ -39,7 +39,7 @@ from .mixed import MixedEdge
 
 __all__ = ["PartialMixedEdge", "partial_edge", "partial_K", "check_partial", "bypass_pool",
            "channel_shuffle", "shuffle_index", "processed_positions", "widen_op", "ChannelMaps",
-           "drop_stats_like"]
+           "drop_running_stats", "drop_stats_like"]
 
 
 def check_partial(K, C: int) -> int:
@@ -180,6 +180,12 @@ class PartialMixedEdge(nn.Module):
         return pairs
 
 
+def drop_running_stats(bn: nn.modules.batchnorm._BatchNorm) -> None:
+    """Batch statistics in eval mode too: no running statistics kept."""
+    bn.track_running_stats = False
+    bn.running_mean = bn.running_var = bn.num_batches_tracked = None
+
+
 def drop_stats_like(old: nn.Module, new: nn.Module) -> None:
     """Turn off the running statistics of ``new``'s BNs where ``old`` (the same op, built
     before a transform changed it, e.g. random features with ``track_stats=false``) has none."""
@@ -188,8 +194,7 @@ def drop_stats_like(old: nn.Module, new: nn.Module) -> None:
         a = olds.get(name)
         if isinstance(a, nn.modules.batchnorm._BatchNorm) and not a.track_running_stats \
                 and isinstance(b, nn.modules.batchnorm._BatchNorm) and b.track_running_stats:
-            b.track_running_stats = False
-            b.running_mean = b.running_var = b.num_batches_tracked = None
+            drop_running_stats(b)
 
 
 def partial_edge(K: int) -> Callable[..., PartialMixedEdge]:
