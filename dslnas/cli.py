@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .search.commands import add_commands
     add_commands(sub)
+    from .train.commands import add_command as add_train_command
+    add_train_command(sub)
     return p
 
 

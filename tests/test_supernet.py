@@ -137,7 +137,7 @@ def test_drop_path_spares_identity_and_drops_whole_samples():
     kinds = {type(o).__name__: type(d).__name__ for o, d in zip(cell.ops, cell.drop)}
     assert kinds["Identity"] == "Identity" and kinds["SepConv"] == "DropPath"
     drop = DropPath()
-    drop.p = 0.5
+    drop.set(0.5)
     drop.train()
     torch.manual_seed(0)
     y = drop(torch.ones(64, 2, 3, 3))

@@ -795,9 +795,10 @@ def _run_jobs(jobs: list[_Job], args) -> int:
 
 
 @contextmanager
-def _stop_signals(run_dirs: list[Path]):
-    """Ctrl-C (SIGINT) and SIGTERM ask the searches to stop after their current step, with a
-    checkpoint; a second one stops at once (the last checkpoints stay). Yields ``should_stop``."""
+def _stop_signals(run_dirs: list[Path], command: str = "search"):
+    """Ctrl-C (SIGINT) and SIGTERM ask the runs to stop after their current step, with a
+    checkpoint; a second one stops at once (the last checkpoints stay). Yields ``should_stop``;
+    ``command`` is the dslnas command that resumes them."""
     from .checkpoint import CHECKPOINT_NAME
     asked: list[str] = []
 
@@ -819,7 +820,7 @@ def _stop_signals(run_dirs: list[Path]):
                       file=sys.stderr)
         if saved:
             print(f"the last checkpoint{'s stay' if len(saved) > 1 else ' stays'}; continue "
-                  f"with: dslnas search --resume {' '.join(map(str, saved))}", file=sys.stderr)
+                  f"with: dslnas {command} --resume {' '.join(map(str, saved))}", file=sys.stderr)
         raise
     finally:
         for sig, h in old.items():

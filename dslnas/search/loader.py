@@ -99,7 +99,9 @@ class DeviceBatches:
     ``generator`` on the images' device); the last partial batch is kept unless ``drop_last``.
     ``crop`` pads by ``pad`` (default H//8: 4 for 32x32, 2 for 16x16) with zeros and takes a
     random HxW window; ``flip`` mirrors horizontally with probability 1/2. Both are done for the
-    whole batch with a single gather.
+    whole batch with a single gather. ``cutout`` > 0 then zeroes, after normalising, a square
+    of that side centred at a uniformly random pixel of each image and clipped at the borders
+    (DARTS' ``Cutout``: zero in normalised units, i.e. the mean colour).
 
     ``iter(stream)`` yields the rest of the current epoch; ``stream.next()`` returns the next
     batch and rolls over to a new epoch when one ends (an endless cycle). ``state_dict()``
@@ -118,6 +120,7 @@ class DeviceBatches:
         crop: bool = True,
         flip: bool = True,
         pad: int | None = None,
+        cutout: int = 0,
         shuffle: bool = True,
         drop_last: bool = False,
         generator: torch.Generator | None = None,
@@ -128,6 +131,8 @@ class DeviceBatches:
         _check_pair(images, labels)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if cutout < 0:
+            raise ValueError(f"cutout must be >= 0, got {cutout}")
         n, _, h, w = images.shape
         if n == 0 or (drop_last and n < batch_size):
             raise ValueError(f"{n} images give no batch of {batch_size} (drop_last={drop_last})")
@@ -136,6 +141,7 @@ class DeviceBatches:
         self.batch_size = int(batch_size)
         self.crop, self.flip, self.shuffle, self.drop_last = crop, flip, shuffle, drop_last
         self.pad = (_default_pad(min(h, w)) if pad is None else int(pad)) if crop else 0
+        self.cutout = int(cutout)
         if generator is None:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(seed)
@@ -197,7 +203,10 @@ class DeviceBatches:
         y = self.labels.index_select(0, idx)
         if self.crop or self.flip:
             x = self._augment(x)
-        return self.normalize(x), y
+        x = self.normalize(x)
+        if self.cutout:
+            x = self._cutout(x)
+        return x, y
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         """Random crop (zero padding) and horizontal flip of a whole uint8 batch in one gather."""
@@ -218,6 +227,19 @@ class DeviceBatches:
             cols = cols[:, :1] + torch.where(flip, self._ar_w_rev, self._ar_w)
         bi = torch.arange(b, device=dev).view(b, 1, 1, 1)
         return x[bi, self._ar_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+    def _cutout(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero a ``cutout``-sided square per image (in place on the fresh normalised batch, so
+        its memory format stays)."""
+        b, _, h, w = x.shape
+        g, dev, half = self.generator, self.device, self.cutout // 2
+        cy = torch.randint(0, h, (b, 1), generator=g, device=dev)
+        cx = torch.randint(0, w, (b, 1), generator=g, device=dev)
+        # rows [cy - half, cy + half) and the same columns, clipped to the image by the arange
+        in_y = (self._ar_h >= cy - half) & (self._ar_h < cy + half)        # b x H
+        in_x = (self._ar_w >= cx - half) & (self._ar_w < cx + half)        # b x W
+        keep = ~(in_y[:, :, None] & in_x[:, None, :])
+        return x.mul_(keep.unsqueeze(1).to(x.dtype))
 
     # ---- resume -------------------------------------------------------------------------
     def state_dict(self) -> dict:

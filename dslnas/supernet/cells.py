@@ -72,18 +72,28 @@ class SearchCell(_CellBase):
 
 
 class DropPath(nn.Module):
-    """Zero a whole sample's branch with probability ``p`` and rescale the rest (training only)."""
+    """Zero a whole sample's branch with probability ``p`` and rescale the rest (training only).
+
+    ``p`` is a 0-dim buffer, so a compiled network reads the probability that ``set`` last gave
+    instead of re-tracing whenever it changes (DARTS raises it every epoch)."""
 
     def __init__(self):
         super().__init__()
-        self.p = 0.0
+        self.register_buffer("p", torch.zeros(()), persistent=False)
+        self.active = False
+
+    def set(self, p: float) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop-path probability must be in [0, 1), got {p}")
+        self.p.fill_(p)
+        self.active = p > 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p <= 0:
+        if not (self.training and self.active):
             return x
-        keep = 1.0 - self.p
-        mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
-        return x / keep * mask
+        keep = 1.0 - self.p.to(x.dtype)
+        mask = torch.rand(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype) < keep
+        return x * (mask.to(x.dtype) / keep)
 
 
 class DiscreteCell(_CellBase):

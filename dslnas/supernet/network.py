@@ -206,7 +206,7 @@ class ChildNetwork(nn.Module):
     def set_drop_path(self, p: float) -> None:
         for m in self.modules():
             if isinstance(m, DropPath):
-                m.p = p
+                m.set(p)
 
     def forward(self, x: torch.Tensor):
         aux = []

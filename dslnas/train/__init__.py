@@ -1,0 +1,1 @@
+"""Training a searched genotype from scratch: recipes, the training loop, ``dslnas train``."""

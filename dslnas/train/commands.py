@@ -1,0 +1,386 @@
+"""``dslnas train``: train a genotype's network from scratch and test it (the evaluation phase).
+
+Every user mistake (an unknown recipe or field, a genotype that does not fit the space, a
+network that does not run on the dataset's images, missing data, a corrupt checkpoint) becomes
+``dslnas.cli.UserError``: exit 2 with a message.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import attrs
+
+__all__ = ["add_command", "cmd_train", "resolve_recipe"]
+
+SET_HELP = """\
+--set KEY=VALUE (repeatable): a recipe field (epochs, batch_size, lr, lr_min, momentum,
+nesterov, weight_decay, grad_clip, cutout, drop_path, auxiliary, eval_batch_size; e.g.
+--set drop_path=0.3, --set auxiliary=0 for no auxiliary head) or a network parameter of the
+space (e.g. --set C=16 --set L=8). The recipe sets the network's size (darts: C=36, L=20).
+
+Recipes (docs/training.md):
+  darts   DARTS' evaluation: 600 epochs, batch 96, SGD lr 0.025 cosine, momentum 0.9,
+          wd 3e-4, grad clip 5, cutout 16, drop-path 0.2, auxiliary head 0.4, C=36, L=20
+  rdarts  the same in RobustDARTS' code-default network: C=16, L=8
+  nb201   NAS-Bench-201's training: 200 epochs, batch 256, SGD lr 0.1 cosine, Nesterov
+          momentum 0.9, wd 5e-4, C=16, N=5
+The default is darts for top-k spaces (darts, s1-s4) and nb201 for NB201.
+"""
+
+_RESUME_OK = ("resume", "data", "device", "stop_after", "checkpoint_minutes", "no_progress",
+              "no_download", "compile_model", "channels_last", "func", "command")
+
+
+def _user_error(msg: str):
+    from ..cli import UserError
+    return UserError(msg)
+
+
+def add_command(subparsers) -> None:
+    from ..search.commands import DEFAULT_DATA, _minutes, _nonneg_int
+    t = subparsers.add_parser(
+        "train", help="train a genotype's network from scratch and test it",
+        description="Train the network of GENOTYPE with an evaluation recipe and test it after "
+                    "every epoch; writes a run directory (config.json, metrics.jsonl, tb/, "
+                    "checkpoint.pt, model.pt, summary.json).",
+        epilog=SET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("genotype", nargs="?",
+                   help="a search run directory, a genotype JSON file, an NB201 string, DARTS "
+                        "Genotype(...) text or a known name (DARTS_V2); not with --resume")
+    t.add_argument("--space", metavar="SPACE.nas",
+                   help="the genotype's space (default: the search run's space)")
+    t.add_argument("--recipe", help="darts | rdarts | nb201 (default: by the space)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a recipe field or a network parameter (see below)")
+    t.add_argument("--epochs", type=_nonneg_int("--epochs"), help="override the recipe")
+    t.add_argument("--batch-size", type=_nonneg_int("--batch-size"), help="override the recipe")
+    t.add_argument("--seed", type=_nonneg_int("--seed"), default=None,
+                   help="random seed (default 0)")
+    t.add_argument("--dataset", help="cifar10 (default) | cifar100 | digits (offline, tiny)")
+    t.add_argument("--data", metavar="DIR", help=f"dataset folder (default {DEFAULT_DATA})")
+    t.add_argument("--no-download", action="store_true",
+                   help="never download CIFAR; fail if it is not in --data")
+    t.add_argument("--subset", type=_nonneg_int("--subset"), metavar="N",
+                   help="train on the first N training images only (quick runs)")
+    t.add_argument("--eval-every", type=_nonneg_int("--eval-every"), metavar="E",
+                   help="test every E epochs and after the last (default 1)")
+    t.add_argument("--out", metavar="DIR",
+                   help="run directory (default runs/<space>-train-<recipe>-s<seed>-<time>/)")
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the training run in RUN_DIR from its last checkpoint")
+    t.add_argument("--stop-after", type=_nonneg_int("--stop-after"), metavar="EPOCHS",
+                   help="stop once this many epochs are done, as if interrupted")
+    t.add_argument("--checkpoint-minutes", type=_minutes, default=10.0, metavar="M",
+                   help="also checkpoint inside an epoch every M minutes (default 10; 0: only "
+                        "at the end of each epoch)")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
+    t.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels: a resumed run ends bit-identical")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   dest="compile_model",
+                   help="torch.compile the network (default: on for CUDA)")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format for the network and the data")
+    t.add_argument("--no-progress", action="store_true", help="plain epoch lines, no bar")
+    t.set_defaults(func=cmd_train)
+
+
+def resolve_recipe(name: str, sets: list[str] | None, network_params: dict, *,
+                   epochs: int | None = None, batch_size: int | None = None):
+    """The recipe ``name`` with ``--set`` applied, and the network overrides
+    (``recipe.network`` plus the ``--set`` network parameters)."""
+    from .recipes import RECIPES, recipe_fields
+    from ..search.commands import _did_you_mean, _parse_bool
+
+    if name not in RECIPES:
+        raise _user_error(f"unknown recipe {name!r}{_did_you_mean(name, RECIPES)}; choose one "
+                          f"of {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    fields = recipe_fields()
+    changes: dict = {}
+    network = dict(recipe.network)
+    for pair in sets or ():
+        key, sep, text = pair.partition("=")
+        key, text = key.strip(), text.strip()
+        if not sep or not key:
+            raise _user_error(f"--set expects KEY=VALUE, got {pair!r}")
+        if key in fields:
+            kind = type(getattr(recipe, key))
+            try:
+                changes[key] = _parse_bool(text) if kind is bool else kind(text)
+            except ValueError:
+                raise _user_error(f"--set {key}: expected {kind.__name__}, got {text!r}") \
+                    from None
+        elif key in network_params:
+            try:
+                network[key] = int(text)
+            except ValueError:
+                raise _user_error(f"--set {key}: expected an integer, got {text!r}") from None
+        else:
+            known = list(fields) + list(network_params)
+            raise _user_error(f"--set {key}: not a recipe field or network parameter"
+                              f"{_did_you_mean(key, known)}")
+    if epochs is not None:
+        changes["epochs"] = epochs
+    if batch_size is not None:
+        changes["batch_size"] = batch_size
+    recipe = attrs.evolve(recipe, **changes)
+    _check(recipe)
+    return recipe, network
+
+
+def _check(r) -> None:
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        if getattr(r, key) < 1:
+            raise _user_error(f"{key} must be >= 1, got {getattr(r, key)}")
+    for key in ("lr", "lr_min", "momentum", "weight_decay", "grad_clip", "cutout", "auxiliary"):
+        v = getattr(r, key)
+        if not v >= 0:                                           # also NaN
+            raise _user_error(f"{key} must be >= 0, got {v}")
+    if not 0 <= r.drop_path < 1:
+        raise _user_error(f"drop_path must be in [0, 1), got {r.drop_path}")
+    if r.nesterov and r.momentum == 0:
+        raise _user_error("nesterov needs momentum > 0")
+
+
+def cmd_train(args) -> int:
+    from ..genotype import GenotypeError
+    from ..search.checkpoint import CheckpointError
+    from ..search.datasets import DataError
+    from ..search.rundir import RunDirError
+    from .trainer import TrainError
+    try:
+        return _train(args)
+    except (DataError, CheckpointError, RunDirError, GenotypeError, TrainError) as e:
+        raise _user_error(str(e)) from None
+
+
+def _genotype_source(source: str, space: str | None) -> tuple[str, str | None]:
+    """(genotype text or file, space file): a search run directory gives its genotype.json and
+    its space."""
+    p = Path(source)
+    if not p.is_dir():
+        return source, space
+    if not (p / "config.json").is_file():
+        raise _user_error(f"{p}: not a dslnas run directory (no config.json)")
+    if not (p / "genotype.json").is_file():
+        raise _user_error(f"{p}: no genotype.json (the search has not finished)")
+    if space is None:
+        try:
+            space = json.loads((p / "config.json").read_text())["space_file"]
+        except (OSError, ValueError, KeyError) as e:
+            raise _user_error(f"{p / 'config.json'}: cannot read its space_file ({e})") from None
+    return str(p / "genotype.json"), space
+
+
+def _check_runs(ir, genotype, recipe, ds) -> None:
+    """Build the network on the meta device and run one batch through it: a network too deep
+    for the dataset's images (e.g. the auxiliary head's 5x5 pooling on 4x4 maps) is a clear
+    message here rather than a traceback in the first step."""
+    import torch
+    from ..supernet.network import build_child
+    with torch.device("meta"):
+        net = build_child(ir, genotype, auxiliary=recipe.auxiliary > 0)
+        try:
+            net(torch.empty(2, ds.in_channels, ds.image_size, ds.image_size))
+        except RuntimeError as e:
+            hint = (" (the auxiliary head pools 5x5 windows of the last reduction cell's "
+                    "output: try --set auxiliary=0)" if recipe.auxiliary > 0 else "")
+            raise _user_error(f"the network does not run on {ds.name}'s {ds.image_size}x"
+                              f"{ds.image_size} images{hint}: {str(e).splitlines()[0]}") \
+                from None
+
+
+def _batches(ds, recipe, device: str, seed: int, subset, channels_last: bool):
+    import torch
+    from ..search.loader import DeviceBatches, eval_batches
+    n = len(ds.train_x) if subset is None else min(subset, len(ds.train_x))
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    train = DeviceBatches(ds.train_x[:n].to(device), ds.train_y[:n].to(device),
+                          recipe.batch_size, mean=ds.mean, std=ds.std, cutout=recipe.cutout,
+                          generator=gen, channels_last=channels_last)
+    test = eval_batches(ds, batch_size=recipe.eval_batch_size, device=device,
+                        channels_last=channels_last)
+    return train, test
+
+
+def _train(args) -> int:
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                 if k not in _RESUME_OK and v is not None and v is not False and v != []]
+        if given:
+            raise _user_error(f"--resume takes the configuration from the run's config.json; "
+                              f"do not combine it with {', '.join(given)}")
+        job = _resumed(args)
+    else:
+        job = _fresh(args)
+    return _run(job, args)
+
+
+def _fresh(args) -> dict:
+    from ..genotype import parse_genotype, to_dict
+    from ..ir.export import space_json
+    from ..ir.lower import compile_file
+    from ..methods.spec import space_family
+    from ..search.commands import DATASET_SHAPES, DEFAULT_DATA, _dataset, _device
+    from ..search.datasets import DATASETS
+    from ..search.rundir import RunDir, versions
+    from .recipes import default_recipe
+
+    if not args.genotype:
+        raise _user_error("give a GENOTYPE (or --resume RUN_DIR)")
+    for flag, v, lo in (("--subset", args.subset, 1), ("--eval-every", args.eval_every, 1)):
+        if v is not None and v < lo:
+            raise _user_error(f"{flag} must be >= {lo}, got {v}")
+    source, space_file = _genotype_source(args.genotype, args.space)
+    if space_file is None:
+        raise _user_error("give --space SPACE.nas: the space the genotype was searched in")
+    if Path(space_file).exists():
+        space_file = str(Path(space_file).resolve())
+    ir0 = compile_file(space_file)
+    family = space_family(ir0)
+    recipe, network = resolve_recipe(args.recipe or default_recipe(family), args.set,
+                                     dict(ir0.params), epochs=args.epochs,
+                                     batch_size=args.batch_size)
+    dataset = (args.dataset or "cifar10").lower().replace("-", "").replace("_", "")
+    if dataset not in DATASETS:
+        raise _user_error(f"unknown dataset {args.dataset!r}; choose one of "
+                          f"{', '.join(DATASETS)}")
+    channels, classes = DATASET_SHAPES[dataset]
+    for key, want in (("in_channels", channels), ("classes", classes)):
+        if network.get(key, want) != want:
+            raise _user_error(f"--set {key}={network[key]}: dataset {dataset} has {want}")
+    network = {"in_channels": channels, "classes": classes, **network}
+    ir = compile_file(space_file, network)
+    genotype = parse_genotype(source, ir=ir)
+    device = _device(args.device)
+    root = args.data or DEFAULT_DATA
+    norm = "nb201" if family == "nb201" else "darts"
+    ds = _dataset({}, dataset, root, norm, args.no_download)
+    _check_runs(ir, genotype, recipe, ds)
+    seed = 0 if args.seed is None else args.seed
+    channels_last = bool(args.channels_last)
+    train_b, test_b = _batches(ds, recipe, device, seed, args.subset, channels_last)
+    config = {
+        "kind": "train",
+        "genotype": to_dict(genotype),
+        "space_file": space_file,
+        "space": space_json(ir),
+        "family": family,
+        "recipe": recipe.to_dict(),
+        "network": network,
+        "seed": seed,
+        "deterministic": args.deterministic,
+        "eval_every": args.eval_every or 1,
+        "dataset": {"name": ds.name, "root": str(Path(root).expanduser()), "norm": norm,
+                    "subset": args.subset, "train_images": train_b.num_samples,
+                    "test_images": test_b.num_samples, "image_size": ds.image_size,
+                    "classes": ds.num_classes},
+        "device": device,
+        "channels_last": channels_last,
+        "versions": versions(),
+        "argv": sys.argv[1:],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    run = RunDir.create(args.out, space=ir.name, method=f"train-{recipe.name}", seed=seed)
+    run.lock()
+    try:
+        run.write_config(config)
+    except BaseException:
+        run.close()
+        raise
+    return {"run": run, "ir": ir, "genotype": genotype, "recipe": recipe, "train": train_b,
+            "test": test_b, "seed": seed, "deterministic": args.deterministic,
+            "device": device, "channels_last": channels_last,
+            "eval_every": config["eval_every"], "resume_state": None}
+
+
+def _resumed(args) -> dict:
+    from ..genotype import from_dict
+    from ..ir.lower import compile_file
+    from ..search import checkpoint as ckpt
+    from ..search.commands import DEFAULT_DATA, _dataset, _device
+    from ..search.rundir import RunDir
+    from .recipes import Recipe
+
+    run = RunDir.open(args.resume)
+    run.lock()
+    try:
+        if not run.checkpoint_path.exists():
+            raise _user_error(f"--resume {run.path}: the run stopped before its first "
+                              f"checkpoint; delete the folder and start again")
+        config = run.read_config()
+        if config.get("kind") != "train":
+            raise _user_error(f"--resume {run.path}: not a training run (a search run resumes "
+                              f"with dslnas search --resume)")
+        try:
+            recipe = Recipe.from_dict(config["recipe"])
+            ir = compile_file(config["space_file"], config["network"])
+            genotype = from_dict(config["genotype"])
+            ds_conf = config["dataset"]
+            seed, deterministic = int(config["seed"]), bool(config["deterministic"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise _user_error(f"{run.path / 'config.json'}: incomplete or malformed ({e})") \
+                from None
+        if args.deterministic and not deterministic:
+            raise _user_error("--deterministic: the run was started without it; resume it as is")
+        resume_state = ckpt.load(run.checkpoint_path)
+        device = _device(args.device or config.get("device"))
+        ds = _dataset({}, ds_conf["name"], args.data or ds_conf.get("root") or DEFAULT_DATA,
+                      ds_conf.get("norm", "darts"), args.no_download)
+        channels_last = bool(args.channels_last if args.channels_last is not None
+                             else config.get("channels_last"))
+        train_b, test_b = _batches(ds, recipe, device, seed, ds_conf.get("subset"),
+                                   channels_last)
+        config["resumed"] = config.get("resumed", []) + [
+            {"at_epoch": int(resume_state.get("epoch", 0)), "device": device,
+             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}]
+        config["channels_last"] = channels_last
+        run.write_config(config)
+    except BaseException:
+        run.close()
+        raise
+    return {"run": run, "ir": ir, "genotype": genotype, "recipe": recipe, "train": train_b,
+            "test": test_b, "seed": seed, "deterministic": deterministic, "device": device,
+            "channels_last": channels_last, "eval_every": int(config.get("eval_every", 1)),
+            "resume_state": resume_state}
+
+
+def _run(job: dict, args) -> int:
+    from ..search.commands import _stop_signals
+    from .trainer import train
+
+    run = job["run"]
+    print(f"run directory: {run.path}", file=sys.stderr)
+    with run, _stop_signals([run.path], "train") as should_stop:
+        result = train(job["ir"], job["genotype"], job["recipe"], job["train"], job["test"],
+                       run, device=job["device"], seed=job["seed"],
+                       deterministic=job["deterministic"], channels_last=job["channels_last"],
+                       compile_model=args.compile_model, resume_state=job["resume_state"],
+                       progress=not args.no_progress, stop_after=args.stop_after,
+                       eval_every=job["eval_every"],
+                       checkpoint_every=60.0 * args.checkpoint_minutes or None,
+                       should_stop=should_stop)
+    last = result.history[-1] if result.history else {}
+    summary = {"finished": result.finished, "epochs": result.epochs,
+               "epochs_planned": job["recipe"].epochs, "test_acc": result.test_acc,
+               "test_top5": last.get("test_top5"), "parameters": result.parameters,
+               "seconds": result.seconds, "recipe": job["recipe"].name}
+    if result.finished:
+        run.write_summary(summary)
+        acc = "-" if result.test_acc is None else f"{result.test_acc:.2f}%"
+        print(f"test accuracy {acc} after {result.epochs} epochs; {result.parameters:,} "
+              f"parameters (without the auxiliary head); {result.seconds:.0f} s; "
+              f"model: {run.path / 'model.pt'}")
+        return 0
+    print(f"stopped after epoch {result.epochs} of {job['recipe'].epochs}; continue with: "
+          f"dslnas train --resume {run.path}", file=sys.stderr)
+    if result.interrupted is not None:
+        return 128 + int(getattr(signal, result.interrupted, signal.SIGINT))
+    return 0

@@ -1,0 +1,278 @@
+"""`dslnas train`: recipes, cutout, drop-path, the training loop, resume and bad input.
+
+Everything runs on the CPU on the offline `digits` set (16x16) with small networks.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dslnas import cli
+from dslnas.genotype import known_genotype
+from dslnas.ir.lower import compile_file
+from dslnas.search import checkpoint as ckpt
+from dslnas.search.datasets import load_dataset
+from dslnas.search.loader import DeviceBatches, eval_batches
+from dslnas.search.rundir import RunDir
+from dslnas.supernet.cells import DropPath
+from dslnas.train.recipes import RECIPES, default_recipe
+from dslnas.train.trainer import Trainer, cosine_lr, train
+
+SPACES = Path(__file__).resolve().parents[1] / "spaces"
+NB201, DARTS = SPACES / "nb201.nas", SPACES / "darts.nas"
+ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|"
+# DARTS_V2 in a small network on digits: reductions at 16 -> 8 -> 4 px, so no auxiliary head
+SMALL_DARTS = ["--dataset", "digits", "--set", "C=4", "--set", "L=3", "--set", "auxiliary=0",
+               "--subset", "96", "--batch-size", "32", "--no-progress"]
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---- recipes -------------------------------------------------------------------------------
+
+def test_darts_recipe_is_the_reference_evaluation_and_builds_the_3_3m_network():
+    r = RECIPES["darts"]
+    assert (r.epochs, r.batch_size, r.lr, r.momentum, r.weight_decay) == (600, 96, 0.025, 0.9, 3e-4)
+    assert (r.grad_clip, r.cutout, r.drop_path, r.auxiliary) == (5.0, 16, 0.2, 0.4)
+    assert r.network == {"C": 36, "L": 20} and not r.nesterov
+    ir = compile_file(DARTS, r.network)
+    with torch.device("meta"):
+        t = Trainer(ir, known_genotype("DARTS_V2"), r, device="meta")
+    # reference/spaces.md 1.8: 3,349,342 without the auxiliary head, 3,825,768 with it
+    assert t.parameters_count == 3_349_342
+    assert sum(p.numel() for p in t.params) == 3_825_768
+    assert default_recipe("darts") == "darts" and default_recipe("nb201") == "nb201"
+
+
+def test_cosine_lr_starts_at_lr_and_falls_to_lr_min():
+    r = RECIPES["darts"]
+    lrs = [cosine_lr(r, e) for e in range(r.epochs)]
+    assert lrs[0] == r.lr and lrs[300] == pytest.approx(r.lr / 2)
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and 0 < lrs[-1] < 1e-6
+
+
+# ---- cutout --------------------------------------------------------------------------------
+
+def _darts_cutout_mask(h, w, length, cy, cx):
+    """DARTS utils.Cutout's mask for a given centre (numpy, as the reference computes it)."""
+    mask = np.ones((h, w), np.float32)
+    y1, y2 = np.clip(cy - length // 2, 0, h), np.clip(cy + length // 2, 0, h)
+    x1, x2 = np.clip(cx - length // 2, 0, w), np.clip(cx + length // 2, 0, w)
+    mask[y1:y2, x1:x2] = 0.0
+    return mask
+
+
+@pytest.mark.parametrize("size,length", [(32, 16), (8, 6), (16, 5)])
+def test_cutout_zeroes_darts_squares_after_normalising(size, length):
+    b = 200
+    images = torch.full((b, 3, size, size), 200, dtype=torch.uint8)
+    gen = torch.Generator().manual_seed(3)
+    stream = DeviceBatches(images, torch.zeros(b, dtype=torch.int64), b, mean=(0.1,) * 3,
+                           std=(0.5,) * 3, crop=False, flip=False, shuffle=False,
+                           cutout=length, generator=gen)
+    x, _ = stream.next()
+    value = (200 / 255 - 0.1) / 0.5
+    replay = torch.Generator().manual_seed(3)                 # the same centres, drawn again
+    cy = torch.randint(0, size, (b, 1), generator=replay)
+    cx = torch.randint(0, size, (b, 1), generator=replay)
+    for i in range(b):
+        want = _darts_cutout_mask(size, size, length, int(cy[i]), int(cx[i])) * value
+        for c in range(3):
+            np.testing.assert_allclose(x[i, c].numpy(), want, rtol=1e-6)
+    clipped = ((cy < length // 2) | (cy + length // 2 > size)).sum()
+    assert clipped > 0                                        # borders were exercised
+
+
+def test_cutout_off_leaves_batches_as_they_were():
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(40)
+    a = DeviceBatches(images, labels, 8, mean=(0.5,) * 3, std=(0.2,) * 3, seed=1)
+    b = DeviceBatches(images, labels, 8, mean=(0.5,) * 3, std=(0.2,) * 3, seed=1, cutout=0)
+    for _ in range(6):
+        assert torch.equal(a.next()[0], b.next()[0])
+
+
+# ---- drop-path -----------------------------------------------------------------------------
+
+def test_drop_path_probability_is_a_buffer_that_compiled_code_reads_without_retracing():
+    from torch._dynamo.testing import CompileCounter
+    drop = DropPath().train()
+    x = torch.ones(20_000, 1, 1, 1)
+    drop.set(0.0)
+    assert torch.equal(drop(x), x)
+    counter = CompileCounter()
+    fn = torch.compile(drop, backend=counter)
+    for p in (0.1, 0.25, 0.4):
+        drop.set(p)
+        y = fn(x).flatten()
+        assert ((y == 0) | torch.isclose(y, torch.tensor(1 / (1 - p)))).all()
+        assert abs((y == 0).float().mean().item() - p) < 0.02
+    assert counter.frame_count == 1
+    with pytest.raises(ValueError):
+        drop.set(1.0)
+
+
+# ---- the loop ------------------------------------------------------------------------------
+
+def test_train_learns_digits_from_the_cli(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", ARCH, "--space", NB201, "--dataset", "digits",
+                            "--set", "C=8", "--set", "N=1", "--epochs", "6", "--batch-size",
+                            "64", "--out", out, "--no-progress")
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == list(range(1, 7))
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
+    assert summary["test_acc"] == metrics[-1]["test_acc"] > 60.0      # chance is 10 %
+    assert summary["finished"] and summary["recipe"] == "nb201"
+    assert f"test accuracy {summary['test_acc']:.2f}%" in stdout
+    model = ckpt.load(out / "model.pt")
+    assert model["format"] == "dslnas-model" and model["recipe"]["epochs"] == 6
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "train" and config["network"]["C"] == 8
+    assert [m["lr"] for m in metrics] == [cosine_lr(RECIPES["nb201"].__class__(
+        **{**RECIPES["nb201"].to_dict(), "epochs": 6}), e) for e in range(6)]
+
+
+def test_a_search_run_directory_trains_its_genotype_in_its_space(tmp_path, capsys):
+    search = tmp_path / "search"
+    code, _, err = run(capsys, "search", NB201, "--method", "darts", "--epochs", "1",
+                       "--dataset", "digits", "--set", "C=4", "--set", "N=1", "--subset", "64",
+                       "--batch-size", "16", "--out", search, "--no-progress")
+    assert code == 0, err
+    out = tmp_path / "train"
+    code, _, err = run(capsys, "train", search, "--dataset", "digits", "--set", "C=4",
+                       "--set", "N=1", "--epochs", "1", "--subset", "64", "--out", out,
+                       "--no-progress")
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    searched = json.loads((search / "genotype.json").read_text())
+    assert config["genotype"] == searched
+    assert config["space_file"] == json.loads((search / "config.json").read_text())["space_file"]
+
+
+def _train_args(out):
+    return ["train", "DARTS_V2", "--space", DARTS, *SMALL_DARTS, "--epochs", "3",
+            "--set", "drop_path=0.3", "--set", "cutout=6", "--deterministic", "--out", out]
+
+
+def _final_state(out: Path):
+    return ckpt.load(out / "model.pt")["model"], \
+        [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_same_run(a: Path, b: Path):
+    (wa, ma), (wb, mb) = _final_state(a), _final_state(b)
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("seconds", "elapsed")}  # noqa: E731
+                        for m in ms]
+    assert strip(ma) == strip(mb)
+
+
+def test_resume_after_an_epoch_is_bit_identical(tmp_path, capsys):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert run(capsys, *_train_args(whole))[0] == 0
+    code, _, err = run(capsys, *_train_args(parts), "--stop-after", "1")
+    assert code == 0 and "continue with: dslnas train --resume" in err
+    assert not (parts / "model.pt").exists()
+    code, _, err = run(capsys, "train", "--resume", parts, "--no-progress")
+    assert code == 0, err
+    _assert_same_run(whole, parts)
+
+
+def test_a_stop_inside_an_epoch_saves_there_and_resumes_exactly(tmp_path, capsys):
+    """What Ctrl-C or SIGTERM does: a checkpoint after the current step; --resume goes on."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert run(capsys, *_train_args(whole))[0] == 0
+    from dslnas.train import commands
+    steps = {"n": 0}
+
+    def stop_at_step_5():
+        steps["n"] += 1
+        return "SIGTERM" if steps["n"] == 5 else None
+
+    args = cli.build_parser().parse_args([str(a) for a in _train_args(parts)])
+    job = commands._fresh(args)
+    with job["run"]:
+        result = train(job["ir"], job["genotype"], job["recipe"], job["train"], job["test"],
+                       job["run"], seed=job["seed"], deterministic=True, progress=False,
+                       should_stop=stop_at_step_5, log=lambda line: None)
+    assert result.interrupted == "SIGTERM" and result.epochs == 1     # 3 steps per epoch
+    assert ckpt.load(parts / "checkpoint.pt")["in_epoch"]["iterations"] == 2
+    code, _, err = run(capsys, "train", "--resume", parts, "--no-progress")
+    assert code == 0, err
+    _assert_same_run(whole, parts)
+
+
+def test_compiled_training_matches_eager(tmp_path):
+    """torch.compile of the whole network (the CUDA default) computes the same training."""
+    ir = compile_file(NB201, {"C": 4, "N": 1, "in_channels": 3, "classes": 10})
+    ds = load_dataset("digits")
+    recipe = RECIPES["nb201"].__class__(**{**RECIPES["nb201"].to_dict(), "epochs": 1,
+                                           "batch_size": 32})
+    torch.set_default_dtype(torch.float64)
+    try:
+        results = []
+        for compiled in (False, True):
+            stream = DeviceBatches(ds.train_x[:96], ds.train_y[:96], 32, mean=ds.mean,
+                                   std=ds.std, seed=0, dtype=torch.float64)
+            t = Trainer(ir, known_genotype_nb201(), recipe, compile_model=compiled)
+            t.begin_epoch()
+            for x, y in stream:
+                t.step(x, y)
+            results.append([p.detach().clone() for p in t.params])
+        assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(*results))
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def known_genotype_nb201():
+    from dslnas.genotype import from_nb201_string
+    return from_nb201_string(ARCH)
+
+
+# ---- bad input -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv,message", [
+    (["DARTS_V2", "--space", DARTS, "--recipe", "dart"], "unknown recipe 'dart' (did you mean 'darts'?)"),
+    (["DARTS_V2", "--space", DARTS, "--set", "lr=fast"], "--set lr: expected float"),
+    (["DARTS_V2", "--space", DARTS, "--set", "drop_pth=0.3"], "did you mean 'drop_path'?"),
+    (["DARTS_V2", "--space", DARTS, "--set", "drop_path=1"], "drop_path must be in [0, 1)"),
+    (["DARTS_V2", "--space", DARTS, "--epochs", "0"], "epochs must be >= 1"),
+    (["DARTS_V2", "--space", NB201, "--dataset", "digits"], "is not a cell of space 'nb201'"),
+    (["DARTS_V2"], "give --space SPACE.nas"),
+    ([], "give a GENOTYPE"),
+    (["DARTS_V2", "--space", DARTS, "--dataset", "digits", "--set", "C=4", "--set", "L=3"],
+     "try --set auxiliary=0"),
+])
+def test_bad_input_exits_2_with_a_message(tmp_path, capsys, argv, message):
+    code, _, err = run(capsys, "train", *argv, "--out", tmp_path / "run")
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_other_options_and_search_runs(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(capsys, "train", ARCH, "--space", NB201, "--dataset", "digits", "--set", "C=4",
+               "--set", "N=1", "--epochs", "1", "--subset", "64", "--out", out,
+               "--no-progress")[0] == 0
+    code, _, err = run(capsys, "train", "--resume", out, "--epochs", "5")
+    assert code == 2 and "do not combine it with --epochs" in err
+    search = tmp_path / "search"
+    search.mkdir()
+    RunDir(search).write_config({"space_file": str(NB201)})
+    (search / "checkpoint.pt").write_bytes(b"")
+    code, _, err = run(capsys, "train", "--resume", search)
+    assert code == 2 and "not a training run" in err
+    code, _, err = run(capsys, "train", search, "--dataset", "digits")
+    assert code == 2 and "no genotype.json" in err
