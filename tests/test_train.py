@@ -276,3 +276,33 @@ def test_resume_refuses_other_options_and_search_runs(tmp_path, capsys):
     assert code == 2 and "not a training run" in err
     code, _, err = run(capsys, "train", search, "--dataset", "digits")
     assert code == 2 and "no genotype.json" in err
+
+
+def test_benchmark_shows_the_tables_accuracy_beside_the_trained_one(tmp_path, capsys):
+    table = tmp_path / "nb201.csv"
+    table.write_text(f"arch,cifar10,cifar100\n{ARCH},93.5,70.25\n")
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", ARCH, "--space", NB201, "--dataset", "digits",
+                            "--set", "C=4", "--set", "N=1", "--epochs", "1", "--subset", "64",
+                            "--benchmark", table, "--out", out, "--no-progress")
+    assert code == 0, err
+    assert "NB201 table (its own 200-epoch training): cifar10 93.50, cifar100 70.25" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["benchmark"] == {"cifar10": 93.5, "cifar100": 70.25}
+    other = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+    code, _, err = run(capsys, "train", other, "--space", NB201, "--dataset", "digits",
+                       "--benchmark", table, "--out", tmp_path / "other")
+    assert code == 2 and "--benchmark:" in err and not (tmp_path / "other").exists()
+
+
+def test_bf16_autocast_trains_with_fp32_weights(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", ARCH, "--space", NB201, "--dataset", "digits",
+                       "--set", "C=8", "--set", "N=1", "--epochs", "3", "--batch-size", "64",
+                       "--precision", "bf16", "--out", out, "--no-progress")
+    assert code == 0, err
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] and metrics[-1]["test_acc"] > 30
+    weights = ckpt.load(out / "model.pt")["model"]
+    assert all(v.dtype in (torch.float32, torch.int64) for v in weights.values())
+    assert json.loads((out / "config.json").read_text())["precision"] == "bf16"

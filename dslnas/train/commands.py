@@ -33,7 +33,7 @@ The default is darts for top-k spaces (darts, s1-s4) and nb201 for NB201.
 """
 
 _RESUME_OK = ("resume", "data", "device", "stop_after", "checkpoint_minutes", "no_progress",
-              "no_download", "compile_model", "channels_last", "func", "command")
+              "no_download", "compile_model", "channels_last", "precision", "func", "command")
 
 
 def _user_error(msg: str):
@@ -67,6 +67,9 @@ def add_command(subparsers) -> None:
                    help="never download CIFAR; fail if it is not in --data")
     t.add_argument("--subset", type=_nonneg_int("--subset"), metavar="N",
                    help="train on the first N training images only (quick runs)")
+    t.add_argument("--benchmark", metavar="TABLE.csv",
+                   help="an NB201 accuracy table: show the genotype's benchmark accuracy beside "
+                        "the trained one (NB201 spaces)")
     t.add_argument("--eval-every", type=_nonneg_int("--eval-every"), metavar="E",
                    help="test every E epochs and after the last (default 1)")
     t.add_argument("--out", metavar="DIR",
@@ -86,6 +89,9 @@ def add_command(subparsers) -> None:
                    help="torch.compile the network (default: on for CUDA)")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format for the network and the data")
+    t.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="bf16: forward and backward under bfloat16 autocast, weights and "
+                        "optimiser in fp32 (default fp32, as the references trained)")
     t.add_argument("--no-progress", action="store_true", help="plain epoch lines, no bar")
     t.set_defaults(func=cmd_train)
 
@@ -228,7 +234,8 @@ def _fresh(args) -> dict:
     from ..ir.export import space_json
     from ..ir.lower import compile_file
     from ..methods.spec import space_family
-    from ..search.commands import DATASET_SHAPES, DEFAULT_DATA, _dataset, _device
+    from ..search.commands import (DATASET_SHAPES, DEFAULT_DATA, _dataset, _device,
+                                   _load_benchmark)
     from ..search.datasets import DATASETS
     from ..search.rundir import RunDir, versions
     from .recipes import default_recipe
@@ -259,6 +266,13 @@ def _fresh(args) -> dict:
     network = {"in_channels": channels, "classes": classes, **network}
     ir = compile_file(space_file, network)
     genotype = parse_genotype(source, ir=ir)
+    benchmark = None
+    if args.benchmark:
+        from ..bench.nb201 import BenchmarkError
+        try:
+            benchmark = _load_benchmark(args.benchmark, ir).lookup(genotype)
+        except BenchmarkError as e:
+            raise _user_error(f"--benchmark: {e}") from None
     device = _device(args.device)
     root = args.data or DEFAULT_DATA
     norm = "nb201" if family == "nb201" else "darts"
@@ -284,6 +298,8 @@ def _fresh(args) -> dict:
                     "classes": ds.num_classes},
         "device": device,
         "channels_last": channels_last,
+        "precision": args.precision or "fp32",
+        "benchmark": benchmark,
         "versions": versions(),
         "argv": sys.argv[1:],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -297,8 +313,8 @@ def _fresh(args) -> dict:
         raise
     return {"run": run, "ir": ir, "genotype": genotype, "recipe": recipe, "train": train_b,
             "test": test_b, "seed": seed, "deterministic": args.deterministic,
-            "device": device, "channels_last": channels_last,
-            "eval_every": config["eval_every"], "resume_state": None}
+            "device": device, "channels_last": channels_last, "precision": config["precision"],
+            "eval_every": config["eval_every"], "benchmark": benchmark, "resume_state": None}
 
 
 def _resumed(args) -> dict:
@@ -342,14 +358,16 @@ def _resumed(args) -> dict:
             {"at_epoch": int(resume_state.get("epoch", 0)), "device": device,
              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}]
         config["channels_last"] = channels_last
+        config["precision"] = args.precision or config.get("precision", "fp32")
         run.write_config(config)
     except BaseException:
         run.close()
         raise
     return {"run": run, "ir": ir, "genotype": genotype, "recipe": recipe, "train": train_b,
             "test": test_b, "seed": seed, "deterministic": deterministic, "device": device,
-            "channels_last": channels_last, "eval_every": int(config.get("eval_every", 1)),
-            "resume_state": resume_state}
+            "channels_last": channels_last, "precision": config["precision"],
+            "eval_every": int(config.get("eval_every", 1)),
+            "benchmark": config.get("benchmark"), "resume_state": resume_state}
 
 
 def _run(job: dict, args) -> int:
@@ -362,7 +380,8 @@ def _run(job: dict, args) -> int:
         result = train(job["ir"], job["genotype"], job["recipe"], job["train"], job["test"],
                        run, device=job["device"], seed=job["seed"],
                        deterministic=job["deterministic"], channels_last=job["channels_last"],
-                       compile_model=args.compile_model, resume_state=job["resume_state"],
+                       precision=job["precision"], compile_model=args.compile_model,
+                       resume_state=job["resume_state"],
                        progress=not args.no_progress, stop_after=args.stop_after,
                        eval_every=job["eval_every"],
                        checkpoint_every=60.0 * args.checkpoint_minutes or None,
@@ -371,13 +390,17 @@ def _run(job: dict, args) -> int:
     summary = {"finished": result.finished, "epochs": result.epochs,
                "epochs_planned": job["recipe"].epochs, "test_acc": result.test_acc,
                "test_top5": last.get("test_top5"), "parameters": result.parameters,
-               "seconds": result.seconds, "recipe": job["recipe"].name}
+               "seconds": result.seconds, "recipe": job["recipe"].name,
+               "benchmark": job["benchmark"]}
     if result.finished:
         run.write_summary(summary)
         acc = "-" if result.test_acc is None else f"{result.test_acc:.2f}%"
         print(f"test accuracy {acc} after {result.epochs} epochs; {result.parameters:,} "
               f"parameters (without the auxiliary head); {result.seconds:.0f} s; "
               f"model: {run.path / 'model.pt'}")
+        if job["benchmark"]:
+            print("NB201 table (its own 200-epoch training): " + ", ".join(
+                f"{k} {v:.2f}" for k, v in job["benchmark"].items()))
         return 0
     print(f"stopped after epoch {result.epochs} of {job['recipe'].epochs}; continue with: "
           f"dslnas train --resume {run.path}", file=sys.stderr)

@@ -43,12 +43,13 @@ RECIPES: dict[str, Recipe] = {
                     grad_clip=5.0, cutout=16, drop_path=0.2, auxiliary=0.4,
                     network={"C": 36, "L": 20}),
     # RobustDARTS src/evaluation/args.py defaults (+ the scripts' --auxiliary --cutout): the
-    # DARTS recipe in the 8-cell, 16-channel network (reference/spaces.md §3)
+    # DARTS recipe in the 8-cell, 16-channel network, the de-facto S1-S4 protocol on CIFAR-100
+    # and SVHN (reference/spaces.md 3.5)
     "rdarts": Recipe(name="rdarts", epochs=600, batch_size=96, lr=0.025, weight_decay=3e-4,
                      grad_clip=5.0, cutout=16, drop_path=0.2, auxiliary=0.4,
                      network={"C": 16, "L": 8}),
-    # NAS-Bench-201's training of every architecture (the NB201 paper's hyperparameter table;
-    # not in the reference files, docs/training.md)
+    # NAS-Bench-201's training of every architecture: AutoDL configs/nas-benchmark/hyper-opts/
+    # 200E.config (reference/spaces.md 2.8)
     "nb201": Recipe(name="nb201", epochs=200, batch_size=256, lr=0.1, nesterov=True,
                     weight_decay=5e-4, network={"C": 16, "N": 5}),
 }

@@ -38,6 +38,7 @@ from .recipes import Recipe
 __all__ = ["Trainer", "TrainError", "TrainResult", "cosine_lr", "train", "epoch_line"]
 
 FORMAT = "dslnas-train"
+PRECISIONS = ("fp32", "bf16")
 
 
 class TrainError(RuntimeError):
@@ -62,9 +63,12 @@ class Trainer:
 
     def __init__(self, ir, genotype, recipe: Recipe, *, device: str | torch.device = "cpu",
                  seed: int = 0, deterministic: bool = False, channels_last: bool = False,
-                 compile_model: bool = False):
+                 compile_model: bool = False, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.recipe = recipe
         self.device = torch.device(device)
+        self.autocast = precision == "bf16"     # weights, gradients and SGD stay fp32
         seed_everything(seed, deterministic)
         model = build_child(ir, genotype, auxiliary=recipe.auxiliary > 0)
         if deterministic:
@@ -100,11 +104,16 @@ class Trainer:
         self.model.train()
         return lr
 
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
+
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        out = self.forward(x)
-        logits, aux = out if isinstance(out, tuple) else (out, None)
-        loss = F.cross_entropy(logits, y)
-        total = loss if aux is None else loss + self.recipe.auxiliary * F.cross_entropy(aux, y)
+        with self._autocast():
+            out = self.forward(x)
+            logits, aux = out if isinstance(out, tuple) else (out, None)
+            loss = F.cross_entropy(logits, y)
+            total = loss if aux is None else \
+                loss + self.recipe.auxiliary * F.cross_entropy(aux, y)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.recipe.grad_clip > 0:
@@ -128,7 +137,8 @@ class Trainer:
         self.model.eval()
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)
         for x, y in batches:
-            logits = self.forward(x)
+            with self._autocast():
+                logits = self.forward(x).float()
             k = min(5, logits.shape[1])
             top = logits.topk(k, dim=1).indices
             sums[0] += F.cross_entropy(logits, y, reduction="sum")
@@ -205,7 +215,7 @@ def epoch_line(rec: dict) -> str:
 
 def train(ir, genotype, recipe: Recipe, train_batches: DeviceBatches, test_batches: EvalBatches,
           run: RunDir, *, device: str | torch.device = "cpu", seed: int = 0,
-          deterministic: bool = False, channels_last: bool = False,
+          deterministic: bool = False, channels_last: bool = False, precision: str = "fp32",
           compile_model: bool | None = None, resume_state: dict | None = None,
           progress: bool = True, stop_after: int | None = None, eval_every: int = 1,
           checkpoint_every: float | None = None,
@@ -213,7 +223,8 @@ def train(ir, genotype, recipe: Recipe, train_batches: DeviceBatches, test_batch
           log: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``genotype``'s network of ``ir`` with ``recipe``; see the module doc.
 
-    ``compile_model`` None: compiled on CUDA unless ``deterministic``. ``eval_every``: test
+    ``compile_model`` None: compiled on CUDA unless ``deterministic``. ``precision``:
+    ``"bf16"`` runs forward and backward under bfloat16 autocast. ``eval_every``: test
     every that many epochs (and always after the last). ``stop_after``: stop once this many
     epochs are done, as if interrupted. The other arguments are ``search()``'s."""
     device = torch.device(device)
@@ -222,7 +233,8 @@ def train(ir, genotype, recipe: Recipe, train_batches: DeviceBatches, test_batch
         compile_model = device.type == "cuda" and not deterministic
     with _determinism(deterministic, device):
         t = Trainer(ir, genotype, recipe, device=device, seed=seed, deterministic=deterministic,
-                    channels_last=channels_last, compile_model=compile_model)
+                    channels_last=channels_last, compile_model=compile_model,
+                    precision=precision)
         history: list[dict] = []
         clock = {"done": 0, "seconds": 0.0, "saved": time.monotonic()}
         if resume_state is not None:
