@@ -4,7 +4,8 @@
 # (eager / CUDA graph / + compiled cells / + channels-last) with their differences from eager.
 # One space per call: each part has its own time limit; the most wanted come first, so a call
 # that runs out of the device's 10 minutes (cold compile cache) loses the oldest comparisons.
-#     bash benchmarks/gpu_levers.sh OUT_DIR nb201|darts     # JSON rows go to OUT_DIR
+#     bash benchmarks/gpu_levers.sh OUT_DIR nb201|darts|train     # JSON rows go to OUT_DIR
+# (train: `dslnas train`'s step per lever, benchmarks/train_speed.py, docs/training.md)
 # Print straight to the console (no pipe): a call that hits its limit keeps what was printed.
 set -u
 out=${1:-/tmp/bench}
@@ -48,4 +49,11 @@ timeout 240 python benchmarks/graph_check.py --space spaces/darts.nas --methods 
 bench darts darts 20 5
 bench darts drnas 20 5
 bench darts darts-2nd 5 1
+fi
+
+if [ "$space" = train ]; then
+echo "== dslnas train, DARTS recipe (DARTS_V2, C=36, L=20, batch 96)"
+timeout 280 python benchmarks/train_speed.py --recipe darts --device cuda --json "$out/train-darts.json"
+echo "== dslnas train, NB201 recipe (best cell, C=16, N=5, batch 256)"
+timeout 200 python benchmarks/train_speed.py --recipe nb201 --device cuda --json "$out/train-nb201.json"
 fi

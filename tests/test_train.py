@@ -5,6 +5,7 @@ Everything runs on the CPU on the offline `digits` set (16x16) with small networ
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -306,3 +307,20 @@ def test_bf16_autocast_trains_with_fp32_weights(tmp_path, capsys):
     weights = ckpt.load(out / "model.pt")["model"]
     assert all(v.dtype in (torch.float32, torch.int64) for v in weights.values())
     assert json.loads((out / "config.json").read_text())["precision"] == "bf16"
+
+
+def test_train_speed_benchmark_prints_a_row_per_config(tmp_path, capsys):
+    """benchmarks/train_speed.py (run on the GPU through the device scripts) on a tiny network."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
+    spec = importlib.util.spec_from_file_location("train_speed", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "rows.json"
+    assert mod.main(["--recipe", "darts", "--set", "C=4", "--set", "L=3", "--set", "batch_size=8",
+                     "--device", "cpu", "--steps", "2", "--warmup", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| eager |" in printed and "batch 8" in printed
+    row, = json.loads(out.read_text())["rows"]
+    assert row["config"] == "eager" and row["ms_per_step"] > 0
+    assert row["epoch_s"] == pytest.approx(math.ceil(50_000 / 8) * row["ms_per_step"] / 1000)
