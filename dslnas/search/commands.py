@@ -862,6 +862,8 @@ def _summary(result, method, ir, run) -> None:
     lines.append(f"run dir:   {run.path}")
     if not result.finished:
         lines.append(f"continue:  dslnas search --resume {run.path}")
+    else:                           # the evaluation phase (docs/training.md)
+        lines.append(f"train it:  dslnas train {run.path}")
     print("\n".join(lines))
     run.write_summary({"finished": result.finished, "epochs": result.epochs,
                        "seconds": result.seconds, "genotype": text,
