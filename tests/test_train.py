@@ -146,16 +146,17 @@ def test_train_learns_digits_from_the_cli(tmp_path, capsys):
 
 def test_a_search_run_directory_trains_its_genotype_in_its_space(tmp_path, capsys):
     search = tmp_path / "search"
-    code, _, err = run(capsys, "search", NB201, "--method", "darts", "--epochs", "1",
-                       "--dataset", "digits", "--set", "C=4", "--set", "N=1", "--subset", "64",
-                       "--batch-size", "16", "--out", search, "--no-progress")
+    code, searched, err = run(capsys, "search", NB201, "--method", "darts", "--epochs", "1",
+                              "--dataset", "digits", "--set", "C=4", "--set", "N=1", "--subset",
+                              "64", "--batch-size", "16", "--out", search, "--no-progress")
     assert code == 0, err
+    assert f"train it:  dslnas train {search}" in searched
     out = tmp_path / "train"
-    code, _, err = run(capsys, "train", search, "--dataset", "digits", "--set", "C=4",
-                       "--set", "N=1", "--epochs", "1", "--subset", "64", "--out", out,
-                       "--no-progress")
+    code, stdout, err = run(capsys, "train", search, "--set", "C=4", "--set", "N=1",
+                            "--epochs", "1", "--subset", "64", "--out", out, "--no-progress")
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())
+    assert config["dataset"]["name"] == "digits"              # the dataset it searched on
     searched = json.loads((search / "genotype.json").read_text())
     assert config["genotype"] == searched
     assert config["space_file"] == json.loads((search / "config.json").read_text())["space_file"]
@@ -183,7 +184,8 @@ def _assert_same_run(a: Path, b: Path):
 def test_resume_after_an_epoch_is_bit_identical(tmp_path, capsys):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert run(capsys, *_train_args(whole))[0] == 0
-    code, _, err = run(capsys, *_train_args(parts), "--stop-after", "1")
+    # epoch 2 draws drop-path masks from the global generator (epoch 1 has p = 0)
+    code, _, err = run(capsys, *_train_args(parts), "--stop-after", "2")
     assert code == 0 and "continue with: dslnas train --resume" in err
     assert not (parts / "model.pt").exists()
     code, _, err = run(capsys, "train", "--resume", parts, "--no-progress")
@@ -252,6 +254,11 @@ def known_genotype_nb201():
     (["DARTS_V2", "--space", DARTS, "--epochs", "0"], "epochs must be >= 1"),
     (["DARTS_V2", "--space", NB201, "--dataset", "digits"], "is not a cell of space 'nb201'"),
     (["DARTS_V2"], "give --space SPACE.nas"),
+    (["DARTS_V2", "--space", DARTS, "--set", "lr=inf"], "lr must be a finite number >= 0"),
+    (["DARTS_V2", "--space", DARTS, "--set", "lr_min=0.5"], "lr_min (0.5) must not exceed lr"),
+    ([ARCH, "--space", NB201, "--recipe", "darts"], "sizes its network by L"),
+    ([ARCH, "--space", NB201, "--dataset", "digits", "--set", "C=4", "--set", "N=1", "--set",
+      "auxiliary=0.4"], "needs a reduction cell to attach to"),
     ([], "give a GENOTYPE"),
     (["DARTS_V2", "--space", DARTS, "--dataset", "digits", "--set", "C=4", "--set", "L=3"],
      "try --set auxiliary=0"),
@@ -269,6 +276,10 @@ def test_resume_refuses_other_options_and_search_runs(tmp_path, capsys):
                "--no-progress")[0] == 0
     code, _, err = run(capsys, "train", "--resume", out, "--epochs", "5")
     assert code == 2 and "do not combine it with --epochs" in err
+    code, _, err = run(capsys, "search", "--resume", out)
+    assert code == 2 and "a training run; continue it with dslnas train --resume" in err
+    code, _, err = run(capsys, "train", out, "--out", tmp_path / "again")
+    assert code == 2 and "is a training run" in err
     search = tmp_path / "search"
     search.mkdir()
     RunDir(search).write_config({"space_file": str(NB201)})
@@ -324,3 +335,115 @@ def test_train_speed_benchmark_prints_a_row_per_config(tmp_path, capsys):
     row, = json.loads(out.read_text())["rows"]
     assert row["config"] == "eager" and row["ms_per_step"] > 0
     assert row["epoch_s"] == pytest.approx(math.ceil(50_000 / 8) * row["ms_per_step"] / 1000)
+
+
+# ---- what one step and one epoch do (each of these fails if the recipe's part is dropped) ----
+
+def _small_darts(recipe_changes: dict, C=4, L=5):
+    ir = compile_file(DARTS, {"C": C, "L": L, "in_channels": 3, "classes": 10})
+    recipe = RECIPES["darts"].__class__(**{**RECIPES["darts"].to_dict(), **recipe_changes})
+    return ir, recipe
+
+
+def test_begin_epoch_sets_lr_and_drop_path_on_every_non_identity_op():
+    ir, recipe = _small_darts({})
+    t = Trainer(ir, known_genotype("DARTS_V2"), recipe)
+    t.epoch = 300
+    lr, drop = t.begin_epoch()
+    assert drop == pytest.approx(0.1) and lr == cosine_lr(recipe, 300)
+    drops = [m for m in t.model.modules() if isinstance(m, DropPath)]
+    assert drops and all(m.p.item() == pytest.approx(0.1) and m.active for m in drops)
+    assert all(g["lr"] == lr for g in t.optimizer.param_groups)
+    assert t.model.training
+    opt = t.optimizer.param_groups[0]
+    assert (opt["momentum"], opt["weight_decay"], opt["nesterov"]) == (0.9, 3e-4, False)
+    nb = Trainer(compile_file(NB201, {"C": 4, "N": 1}), known_genotype_nb201(), RECIPES["nb201"])
+    opt = nb.optimizer.param_groups[0]
+    assert (opt["momentum"], opt["weight_decay"], opt["nesterov"]) == (0.9, 5e-4, True)
+    nb.epoch = 10
+    nb.begin_epoch()
+    assert nb.set_lr(0.5) == cosine_lr(RECIPES["nb201"], 10.5) < cosine_lr(RECIPES["nb201"], 10)
+    assert t.set_lr(0.5) == cosine_lr(recipe, 300)            # darts: once per epoch
+
+
+def test_the_nb201_recipe_anneals_the_rate_at_every_step(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(capsys, "train", ARCH, "--space", NB201, "--dataset", "digits", "--set", "C=4",
+               "--set", "N=1", "--epochs", "2", "--subset", "100", "--batch-size", "25",
+               "--stop-after", "1", "--out", out, "--no-progress")[0] == 0
+    state = ckpt.load(out / "checkpoint.pt")
+    recipe = RECIPES["nb201"].__class__(**{**RECIPES["nb201"].to_dict(), "epochs": 2})
+    # 4 steps: the last ran at epoch 0 + 3/4
+    assert state["optimizer"]["param_groups"][0]["lr"] == cosine_lr(recipe, 0.75)
+
+
+def test_the_training_stream_cuts_out_as_the_recipe_says_and_drops_a_batch_of_one():
+    from dslnas.train.commands import _batches
+    ds = load_dataset("digits")
+    recipe = RECIPES["darts"]
+    train_b, test_b = _batches(ds, recipe, "cpu", 0, 100, False)
+    assert train_b.cutout == 16 and train_b.crop and train_b.flip and not train_b.drop_last
+    assert len(train_b) == 2 and test_b.num_samples == len(ds.test_x)
+    for n, batches in ((97, 1), (193, 2)):                         # one image left over
+        train_b, _ = _batches(ds, recipe, "cpu", 0, n, False)
+        assert train_b.drop_last and len(train_b) == batches
+
+
+def test_a_step_descends_main_plus_weighted_auxiliary_loss_with_clipped_gradients():
+    import torch.nn.functional as F
+    ir, recipe = _small_darts({"lr": 0.0, "drop_path": 0.0, "grad_clip": 0.0}, C=4, L=6)
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    t = Trainer(ir, known_genotype("DARTS_V2"), recipe)
+    t.begin_epoch()
+    t.step(x, y)
+    got = [p.grad.clone() for p in t.params]
+    t.model.zero_grad()
+    logits, aux = t.model(x)
+    (F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux, y)).backward()
+    want = [p.grad for p in t.params]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, want))
+    assert any(p.grad.abs().sum() > 0 for p in t.model.aux_head.parameters())
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in got]))
+    assert norm > 0.5
+    ir, clipped = _small_darts({"lr": 0.0, "drop_path": 0.0, "grad_clip": 0.5}, C=4, L=6)
+    t = Trainer(ir, known_genotype("DARTS_V2"), clipped)
+    t.begin_epoch()
+    t.step(x, y)
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad)
+                                                 for p in t.params]))
+    assert norm == pytest.approx(0.5, rel=1e-4)
+
+
+def test_the_auxiliary_head_leaves_the_main_output_alone():
+    """The head taps the last reduction cell; at L=3 that output feeds the classifier directly."""
+    from dslnas.supernet.network import build_child
+    ir = compile_file(DARTS, {"C": 4, "L": 3})
+    torch.manual_seed(0)
+    net = build_child(ir, known_genotype("DARTS_V2"), auxiliary=True).train()
+    x = torch.randn(4, 3, 32, 32)
+    logits, _ = net(x)
+    head, net.aux_head = net.aux_head, None
+    assert torch.equal(net(x), logits)
+
+
+def test_evaluate_tests_in_eval_mode():
+    ir, recipe = _small_darts({"drop_path": 0.8})
+    t = Trainer(ir, known_genotype("DARTS_V2"), recipe)
+    t.epoch = recipe.epochs - 1
+    t.begin_epoch()                                            # drop-path 0.8, training mode
+    ds = load_dataset("digits")
+    images = torch.nn.functional.interpolate(ds.test_x[:64].float(), size=32).to(torch.uint8)
+    test_b = eval_batches(attrs_evolve_test(ds, images, ds.test_y[:64]), batch_size=32)
+    first, second = t.evaluate(test_b), t.evaluate(test_b)
+    assert first == second
+    t.model.eval()
+    with torch.no_grad():
+        logits = torch.cat([t.model(x) for x, _ in test_b])
+    assert first["test_acc"] == pytest.approx(100 * (logits.argmax(1) == ds.test_y[:64])
+                                              .float().mean().item())
+
+
+def attrs_evolve_test(ds, images, labels):
+    import attrs
+    return attrs.evolve(ds, test_x=images, test_y=labels)

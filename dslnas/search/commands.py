@@ -609,6 +609,9 @@ def _resumed(args, run, datasets: dict) -> _Job:
                           f"checkpoint, so there is nothing to resume; delete the folder "
                           f"and start the search again")
     config = run.read_config()
+    if isinstance(config, dict) and config.get("kind") == "train":
+        raise _user_error(f"--resume {run.path}: a training run; continue it with "
+                          f"dslnas train --resume {run.path}")
     try:
         method = method_from_dict(config["method"])
         space_file = config["space_file"]

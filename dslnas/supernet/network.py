@@ -224,8 +224,10 @@ class AuxiliaryHead(nn.Module):
 
     def __init__(self, C: int, classes: int):
         super().__init__()
+        # not in place: the tapped cell output also feeds the rest of the network (DARTS' head
+        # rewrites it, harmless only where the next reader starts with a ReLU)
         self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
+            nn.ReLU(),
             nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
             nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
             nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import time
@@ -107,6 +108,10 @@ def resolve_recipe(name: str, sets: list[str] | None, network_params: dict, *,
         raise _user_error(f"unknown recipe {name!r}{_did_you_mean(name, RECIPES)}; choose one "
                           f"of {', '.join(RECIPES)}")
     recipe = RECIPES[name]
+    foreign = sorted(set(recipe.network) - set(network_params))
+    if foreign:
+        raise _user_error(f"recipe {name!r} sizes its network by {', '.join(foreign)}, which this "
+                          f"space does not have; choose a recipe of its family (--recipe)")
     fields = recipe_fields()
     changes: dict = {}
     network = dict(recipe.network)
@@ -146,8 +151,10 @@ def _check(r) -> None:
             raise _user_error(f"{key} must be >= 1, got {getattr(r, key)}")
     for key in ("lr", "lr_min", "momentum", "weight_decay", "grad_clip", "cutout", "auxiliary"):
         v = getattr(r, key)
-        if not v >= 0:                                           # also NaN
-            raise _user_error(f"{key} must be >= 0, got {v}")
+        if not (v >= 0 and math.isfinite(v)):                    # also NaN and inf
+            raise _user_error(f"{key} must be a finite number >= 0, got {v}")
+    if r.lr_min > r.lr:
+        raise _user_error(f"lr_min ({r.lr_min}) must not exceed lr ({r.lr})")
     if not 0 <= r.drop_path < 1:
         raise _user_error(f"drop_path must be in [0, 1), got {r.drop_path}")
     if r.nesterov and r.momentum == 0:
@@ -166,22 +173,27 @@ def cmd_train(args) -> int:
         raise _user_error(str(e)) from None
 
 
-def _genotype_source(source: str, space: str | None) -> tuple[str, str | None]:
-    """(genotype text or file, space file): a search run directory gives its genotype.json and
-    its space."""
+def _genotype_source(source: str, space: str | None) -> tuple[str, str | None, dict]:
+    """(genotype text or file, space file, the search's dataset entry): a search run directory
+    gives its genotype.json, its space and the dataset it searched on."""
     p = Path(source)
     if not p.is_dir():
-        return source, space
+        return source, space, {}
     if not (p / "config.json").is_file():
         raise _user_error(f"{p}: not a dslnas run directory (no config.json)")
+    try:
+        config = json.loads((p / "config.json").read_text())
+        if config.get("kind") == "train":
+            raise _user_error(f"{p} is a training run; continue it with dslnas train --resume {p}")
+        if space is None:
+            space = config["space_file"]
+        dataset = dict(config.get("dataset") or {})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise _user_error(f"{p / 'config.json'}: cannot read its space and dataset "
+                          f"({type(e).__name__}: {e})") from None
     if not (p / "genotype.json").is_file():
         raise _user_error(f"{p}: no genotype.json (the search has not finished)")
-    if space is None:
-        try:
-            space = json.loads((p / "config.json").read_text())["space_file"]
-        except (OSError, ValueError, KeyError) as e:
-            raise _user_error(f"{p / 'config.json'}: cannot read its space_file ({e})") from None
-    return str(p / "genotype.json"), space
+    return str(p / "genotype.json"), space, dataset
 
 
 def _check_runs(ir, genotype, recipe, ds) -> None:
@@ -191,10 +203,10 @@ def _check_runs(ir, genotype, recipe, ds) -> None:
     import torch
     from ..supernet.network import build_child
     with torch.device("meta"):
-        net = build_child(ir, genotype, auxiliary=recipe.auxiliary > 0)
         try:
+            net = build_child(ir, genotype, auxiliary=recipe.auxiliary > 0)
             net(torch.empty(2, ds.in_channels, ds.image_size, ds.image_size))
-        except RuntimeError as e:
+        except (RuntimeError, ValueError) as e:
             hint = (" (the auxiliary head pools 5x5 windows of the last reduction cell's "
                     "output: try --set auxiliary=0)" if recipe.auxiliary > 0 else "")
             raise _user_error(f"the network does not run on {ds.name}'s {ds.image_size}x"
@@ -208,9 +220,12 @@ def _batches(ds, recipe, device: str, seed: int, subset, channels_last: bool):
     n = len(ds.train_x) if subset is None else min(subset, len(ds.train_x))
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
+    # a last batch of one image is dropped: BN cannot train on one value per channel (the
+    # auxiliary head's 1x1 maps), which would stop the run at the end of its first epoch
     train = DeviceBatches(ds.train_x[:n].to(device), ds.train_y[:n].to(device),
                           recipe.batch_size, mean=ds.mean, std=ds.std, cutout=recipe.cutout,
-                          generator=gen, channels_last=channels_last)
+                          generator=gen, channels_last=channels_last,
+                          drop_last=n % recipe.batch_size == 1)
     test = eval_batches(ds, batch_size=recipe.eval_batch_size, device=device,
                         channels_last=channels_last)
     return train, test
@@ -242,10 +257,10 @@ def _fresh(args) -> dict:
 
     if not args.genotype:
         raise _user_error("give a GENOTYPE (or --resume RUN_DIR)")
-    for flag, v, lo in (("--subset", args.subset, 1), ("--eval-every", args.eval_every, 1)):
+    for flag, v, lo in (("--subset", args.subset, 2), ("--eval-every", args.eval_every, 1)):
         if v is not None and v < lo:
             raise _user_error(f"{flag} must be >= {lo}, got {v}")
-    source, space_file = _genotype_source(args.genotype, args.space)
+    source, space_file, searched = _genotype_source(args.genotype, args.space)
     if space_file is None:
         raise _user_error("give --space SPACE.nas: the space the genotype was searched in")
     if Path(space_file).exists():
@@ -255,7 +270,9 @@ def _fresh(args) -> dict:
     recipe, network = resolve_recipe(args.recipe or default_recipe(family), args.set,
                                      dict(ir0.params), epochs=args.epochs,
                                      batch_size=args.batch_size)
-    dataset = (args.dataset or "cifar10").lower().replace("-", "").replace("_", "")
+    # a search run's genotype trains on the dataset it was searched on unless told otherwise
+    dataset = (args.dataset or searched.get("name") or "cifar10").lower().replace("-", "") \
+        .replace("_", "")
     if dataset not in DATASETS:
         raise _user_error(f"unknown dataset {args.dataset!r}; choose one of "
                           f"{', '.join(DATASETS)}")
@@ -274,7 +291,8 @@ def _fresh(args) -> dict:
         except BenchmarkError as e:
             raise _user_error(f"--benchmark: {e}") from None
     device = _device(args.device)
-    root = args.data or DEFAULT_DATA
+    root = args.data or (searched.get("root") if searched.get("name") == dataset else None) \
+        or DEFAULT_DATA
     norm = "nb201" if family == "nb201" else "darts"
     ds = _dataset({}, dataset, root, norm, args.no_download)
     _check_runs(ir, genotype, recipe, ds)
@@ -319,8 +337,10 @@ def _fresh(args) -> dict:
 
 def _resumed(args) -> dict:
     from ..genotype import from_dict
+    from ..ir.export import space_json
     from ..ir.lower import compile_file
     from ..search import checkpoint as ckpt
+    from ..search.rundir import _jsonable
     from ..search.commands import DEFAULT_DATA, _dataset, _device
     from ..search.rundir import RunDir
     from .recipes import Recipe
@@ -344,6 +364,9 @@ def _resumed(args) -> dict:
         except (KeyError, TypeError, ValueError) as e:
             raise _user_error(f"{run.path / 'config.json'}: incomplete or malformed ({e})") \
                 from None
+        if json.loads(json.dumps(_jsonable(space_json(ir)))) != config.get("space"):
+            raise _user_error(f"the space {config['space_file']} has changed since the run "
+                              f"started; resuming would train another network")
         if args.deterministic and not deterministic:
             raise _user_error("--deterministic: the run was started without it; resume it as is")
         resume_state = ckpt.load(run.checkpoint_path)

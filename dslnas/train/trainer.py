@@ -49,10 +49,11 @@ class _Stopped(Exception):
     pass
 
 
-def cosine_lr(recipe: Recipe, epoch: int) -> float:
-    """The learning rate of epoch ``epoch`` (0-based): cosine from ``lr`` to ``lr_min``.
-    Epoch 0 trains at ``lr`` (DARTS' code steps its scheduler before the first epoch under
-    PyTorch >= 1.1 and so skips it; docs/training.md)."""
+def cosine_lr(recipe: Recipe, epoch: float) -> float:
+    """The learning rate at ``epoch`` (0-based; fractional inside an epoch with
+    ``lr_per_step``): cosine from ``lr`` to ``lr_min``. Epoch 0 trains at ``lr`` (DARTS' code
+    steps its scheduler before the first epoch under PyTorch >= 1.1 and so skips it;
+    docs/training.md)."""
     return recipe.lr_min + 0.5 * (recipe.lr - recipe.lr_min) * (
         1.0 + math.cos(math.pi * epoch / recipe.epochs))
 
@@ -82,7 +83,9 @@ class Trainer:
         self.optimizer = _optimizer(torch.optim.SGD, self.params, self.device, dict(
             lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
             weight_decay=recipe.weight_decay))
-        self.forward = torch.compile(model) if compile_model else model
+        # static shapes: the last partial batch and eval get graphs of their own rather than
+        # turning every later step into a dynamic-shape graph
+        self.forward = torch.compile(model, dynamic=False) if compile_model else model
         self.compiled = compile_model
         self.epoch = 0              # epochs done
         self.elapsed = 0.0          # seconds of training and testing, over all sessions
@@ -95,13 +98,20 @@ class Trainer:
         return count_parameters(self.params) - (count_parameters(head.parameters()) if head else 0)
 
     # ---- one epoch ------------------------------------------------------------------------
-    def begin_epoch(self) -> float:
-        """Set the epoch's learning rate and drop-path probability; return the rate."""
-        lr = cosine_lr(self.recipe, self.epoch)
+    def begin_epoch(self) -> tuple[float, float]:
+        """Set the epoch's learning rate and drop-path probability; return both."""
+        lr = self.set_lr(0.0)
+        drop = self.recipe.drop_path * self.epoch / self.recipe.epochs
+        self.model.set_drop_path(drop)
+        self.model.train()
+        return lr, drop
+
+    def set_lr(self, fraction: float) -> float:
+        """The learning rate ``fraction`` of the way through the current epoch (only 0 unless
+        the recipe anneals per step): a host-side float, so no device work and no sync."""
+        lr = cosine_lr(self.recipe, self.epoch + (fraction if self.recipe.lr_per_step else 0.0))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.model.set_drop_path(self.recipe.drop_path * self.epoch / self.recipe.epochs)
-        self.model.train()
         return lr
 
     def _autocast(self):
@@ -119,7 +129,7 @@ class Trainer:
         if self.recipe.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.params, self.recipe.grad_clip)
         self.optimizer.step()
-        with torch.no_grad():
+        with torch.no_grad():       # the main head's loss (DARTS' log adds 0.4 * aux)
             self._sums[0] += loss.detach() * y.numel()
             self._sums[1] += (logits.argmax(1) == y).sum()
             self._sums[2] += y.numel()
@@ -261,17 +271,19 @@ def train(ir, genotype, recipe: Recipe, train_batches: DeviceBatches, test_batch
         try:
             while t.epoch < last:
                 t0 = time.perf_counter()
-                lr = t.begin_epoch()
-                drop = recipe.drop_path * t.epoch / epochs
+                lr, drop = t.begin_epoch()
+                steps = len(train_batches)
                 if bar is not None:
                     bar.set_description(f"epoch {t.epoch + 1}/{epochs}")
                 try:
                     for x, y in train_batches:
+                        if recipe.lr_per_step:
+                            t.set_lr(clock["done"] / steps)
                         t.step(x, y)
                         clock["done"] += 1
                         if bar is not None:
                             bar.update(1)
-                        if clock["done"] >= len(train_batches):
+                        if clock["done"] >= steps:
                             break               # the epoch's end saves (and stops) below
                         why = should_stop() if should_stop is not None else None
                         if why is not None or (checkpoint_every and time.monotonic()
@@ -282,7 +294,7 @@ def train(ir, genotype, recipe: Recipe, train_batches: DeviceBatches, test_batch
                 except _Stopped as stop:
                     interrupted = str(stop)
                     write(f"stopped ({interrupted}) in epoch {t.epoch + 1} after step "
-                          f"{clock['done']} of {len(train_batches)}; checkpoint saved")
+                          f"{clock['done']} of {steps}; checkpoint saved")
                     break
                 t.epoch += 1
                 rec = {"epoch": t.epoch, "epochs": epochs, **t.train_metrics(), "lr": lr,
