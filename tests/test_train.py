@@ -252,6 +252,7 @@ def known_genotype_nb201():
     (["DARTS_V2", "--space", DARTS, "--set", "drop_pth=0.3"], "did you mean 'drop_path'?"),
     (["DARTS_V2", "--space", DARTS, "--set", "drop_path=1"], "drop_path must be in [0, 1)"),
     (["DARTS_V2", "--space", DARTS, "--epochs", "0"], "epochs must be >= 1"),
+    (["DARTS_V2", "--space", DARTS, "--stop-after", "0"], "--stop-after must be >= 1"),
     (["DARTS_V2", "--space", NB201, "--dataset", "digits"], "is not a cell of space 'nb201'"),
     (["DARTS_V2"], "give --space SPACE.nas"),
     (["DARTS_V2", "--space", DARTS, "--set", "lr=inf"], "lr must be a finite number >= 0"),

@@ -525,16 +525,22 @@ class _Job:
     config: dict | None = None      # a resumed run's config.json, written once all are checked
 
 
+def refuse_with_resume(args, allowed: tuple[str, ...]) -> None:
+    """A resumed run takes its configuration from its config.json: any other option given
+    (even one that looks like its default) is an error that names it."""
+    given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+             if k not in allowed and v is not None and v is not False and v != []]
+    if given:
+        raise _user_error(f"--resume takes the configuration from the run's config.json; "
+                          f"do not combine it with {', '.join(given)}")
+
+
 def _search(args) -> int:
     if args.stop_after is not None and args.stop_after < 1:
         raise _user_error(f"--stop-after must be >= 1, got {args.stop_after}")
     datasets: dict = {}         # loaded once for all the runs that read them
     if args.resume:
-        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
-                 if k not in _RESUME_OK and v is not None and v is not False and v != []]
-        if given:
-            raise _user_error(f"--resume takes the configuration from the run's config.json; "
-                              f"do not combine it with {', '.join(given)}")
+        refuse_with_resume(args, _RESUME_OK)
         if len({Path(d).resolve() for d in args.resume}) < len(args.resume):
             raise _user_error("--resume: a run directory is named twice")
         jobs = _each(args.resume, lambda d: _resume_job(args, d, datasets))
@@ -650,7 +656,6 @@ def _fresh_job(args, seed: int, datasets: dict) -> _Job:
     from ..ir.export import space_json
     from ..ir.lower import compile_file
     from ..methods.spec import space_family
-    from .datasets import DATASETS
     from .loop import check_method
     from .rundir import RunDir, versions
 
@@ -660,11 +665,7 @@ def _fresh_job(args, seed: int, datasets: dict) -> _Job:
                         ("--subset", args.subset, 2)):
         if v is not None and v < lo:
             raise _user_error(f"{flag} must be >= {lo}, got {v}")
-    dataset = (args.dataset or "cifar10").lower().replace("-", "").replace("_", "")
-    if dataset not in DATASETS:
-        raise _user_error(f"unknown dataset {args.dataset!r}"
-                          f"{_did_you_mean(dataset, DATASETS)}; choose one of "
-                          f"{', '.join(DATASETS)}")
+    dataset = dataset_name(args.dataset)
     root = args.data or DEFAULT_DATA
     space_file = str(Path(args.space).resolve()) if Path(args.space).exists() else args.space
     ir0 = compile_file(space_file)
@@ -673,12 +674,7 @@ def _fresh_job(args, seed: int, datasets: dict) -> _Job:
         args.method, args.method_file, args.set, family, dict(ir0.params),
         epochs=args.epochs, batch_size=args.batch_size, split=args.split)
     norm = "nb201" if family == "nb201" else "darts"
-    # the network's input and output follow the dataset unless the user set them
-    channels, classes = DATASET_SHAPES[dataset]
-    for key, want in (("in_channels", channels), ("classes", classes)):
-        if network.get(key, want) != want:
-            raise _user_error(f"--set {key}={network[key]}: dataset {dataset} has {want}")
-    network = {"in_channels": channels, "classes": classes, **network}
+    network = network_for(network, dataset)
     ir = compile_file(space_file, network)
     check_method(ir, method)            # before the (maybe long) data loading
     device = _device(args.device)
@@ -713,6 +709,26 @@ def _fresh_job(args, seed: int, datasets: dict) -> _Job:
         run.write_config(config)
     return _Job(run, ir, method, data, seed, args.deterministic, device, channels_last,
                 benchmark)
+
+
+def dataset_name(text: str | None) -> str:
+    """The dataset ``text`` names (default cifar10), as a key of DATASETS."""
+    from .datasets import DATASETS
+    name = (text or "cifar10").lower().replace("-", "").replace("_", "")
+    if name not in DATASETS:
+        raise _user_error(f"unknown dataset {text!r}{_did_you_mean(name, DATASETS)}; choose "
+                          f"one of {', '.join(DATASETS)}")
+    return name
+
+
+def network_for(network: dict, dataset: str) -> dict:
+    """The network parameters with the dataset's input channels and classes (the user may
+    set them only to the same)."""
+    channels, classes = DATASET_SHAPES[dataset]
+    for key, want in (("in_channels", channels), ("classes", classes)):
+        if network.get(key, want) != want:
+            raise _user_error(f"--set {key}={network[key]}: dataset {dataset} has {want}")
+    return {"in_channels": channels, "classes": classes, **network}
 
 
 def _dataset(cache: dict, name: str, root, norm: str, no_download: bool):

@@ -232,12 +232,11 @@ def _batches(ds, recipe, device: str, seed: int, subset, channels_last: bool):
 
 
 def _train(args) -> int:
+    from ..search.commands import refuse_with_resume
+    if args.stop_after is not None and args.stop_after < 1:
+        raise _user_error(f"--stop-after must be >= 1, got {args.stop_after}")
     if args.resume:
-        given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
-                 if k not in _RESUME_OK and v is not None and v is not False and v != []]
-        if given:
-            raise _user_error(f"--resume takes the configuration from the run's config.json; "
-                              f"do not combine it with {', '.join(given)}")
+        refuse_with_resume(args, _RESUME_OK)
         job = _resumed(args)
     else:
         job = _fresh(args)
@@ -249,9 +248,8 @@ def _fresh(args) -> dict:
     from ..ir.export import space_json
     from ..ir.lower import compile_file
     from ..methods.spec import space_family
-    from ..search.commands import (DATASET_SHAPES, DEFAULT_DATA, _dataset, _device,
-                                   _load_benchmark)
-    from ..search.datasets import DATASETS
+    from ..search.commands import (DEFAULT_DATA, _dataset, _device, _load_benchmark,
+                                   dataset_name, network_for)
     from ..search.rundir import RunDir, versions
     from .recipes import default_recipe
 
@@ -271,16 +269,8 @@ def _fresh(args) -> dict:
                                      dict(ir0.params), epochs=args.epochs,
                                      batch_size=args.batch_size)
     # a search run's genotype trains on the dataset it was searched on unless told otherwise
-    dataset = (args.dataset or searched.get("name") or "cifar10").lower().replace("-", "") \
-        .replace("_", "")
-    if dataset not in DATASETS:
-        raise _user_error(f"unknown dataset {args.dataset!r}; choose one of "
-                          f"{', '.join(DATASETS)}")
-    channels, classes = DATASET_SHAPES[dataset]
-    for key, want in (("in_channels", channels), ("classes", classes)):
-        if network.get(key, want) != want:
-            raise _user_error(f"--set {key}={network[key]}: dataset {dataset} has {want}")
-    network = {"in_channels": channels, "classes": classes, **network}
+    dataset = dataset_name(args.dataset or searched.get("name"))
+    network = network_for(network, dataset)
     ir = compile_file(space_file, network)
     genotype = parse_genotype(source, ir=ir)
     benchmark = None
