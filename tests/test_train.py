@@ -448,3 +448,10 @@ def test_evaluate_tests_in_eval_mode():
 def attrs_evolve_test(ds, images, labels):
     import attrs
     return attrs.evolve(ds, test_x=images, test_y=labels)
+
+
+def test_evaluate_points_a_non_nb201_genotype_to_train(tmp_path, capsys):
+    table = tmp_path / "nb201.csv"
+    table.write_text(f"arch,cifar10\n{ARCH},93.5\n")
+    code, _, err = run(capsys, "evaluate", "DARTS_V2", "--benchmark", table)
+    assert code == 2 and "not an NB201 architecture" in err and "dslnas train" in err

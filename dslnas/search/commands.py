@@ -954,8 +954,13 @@ def cmd_evaluate(args) -> int:
             ir = compile_file(args.space)
         genotype = parse_genotype(source, ir=ir)
         table = BenchmarkTable.load(args.benchmark)
+        try:
+            arch = to_nb201_string(genotype)
+        except GenotypeError as e:
+            raise _user_error(f"not an NB201 architecture ({e}); a benchmark table covers "
+                              f"NB201 cells only: evaluate this genotype by training it with "
+                              f"dslnas train (docs/training.md)") from None
         acc = table.lookup(genotype)
-        arch = to_nb201_string(genotype)
     except (BenchmarkError, GenotypeError) as e:
         raise _user_error(str(e)) from None
     if args.json:
