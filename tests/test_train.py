@@ -205,10 +205,10 @@ def test_a_stop_inside_an_epoch_saves_there_and_resumes_exactly(tmp_path, capsys
         return "SIGTERM" if steps["n"] == 5 else None
 
     args = cli.build_parser().parse_args([str(a) for a in _train_args(parts)])
-    job = commands._fresh(args)
-    with job["run"]:
-        result = train(job["ir"], job["genotype"], job["recipe"], job["train"], job["test"],
-                       job["run"], seed=job["seed"], deterministic=True, progress=False,
+    job = commands._fresh(args, 0, {})
+    with job.run:
+        result = train(job.ir, job.genotype, job.recipe, job.train, job.test, job.run,
+                       seed=job.seed, deterministic=True, progress=False,
                        should_stop=stop_at_step_5, log=lambda line: None)
     assert result.interrupted == "SIGTERM" and result.epochs == 1     # 3 steps per epoch
     assert ckpt.load(parts / "checkpoint.pt")["in_epoch"]["iterations"] == 2
@@ -455,3 +455,23 @@ def test_evaluate_points_a_non_nb201_genotype_to_train(tmp_path, capsys):
     table.write_text(f"arch,cifar10\n{ARCH},93.5\n")
     code, _, err = run(capsys, "evaluate", "DARTS_V2", "--benchmark", table)
     assert code == 2 and "not an NB201 architecture" in err and "dslnas train" in err
+
+
+def test_several_seeds_train_in_lockstep_exactly_as_alone_and_report_mean_and_std(tmp_path,
+                                                                                    capsys):
+    # drop-path draws from the global generator in epoch 2, which lockstep swaps per run
+    common = ["train", "DARTS_V2", "--space", DARTS, *SMALL_DARTS, "--epochs", "2",
+              "--set", "drop_path=0.5", "--set", "cutout=4"]
+    code, stdout, err = run(capsys, *common, "--seeds", "3", "5", "--out", tmp_path / "s{seed}")
+    assert code == 0, err
+    assert "[s3] epoch 2/2" in err and "[s5] epoch 2/2" in err
+    for seed in (3, 5):
+        assert run(capsys, *common, "--seed", seed, "--out", tmp_path / f"alone{seed}")[0] == 0
+        _assert_same_run(tmp_path / f"s{seed}", tmp_path / f"alone{seed}")
+    accs = [json.loads((tmp_path / f"s{seed}" / "summary.json").read_text())["test_acc"]
+            for seed in (3, 5)]
+    import statistics
+    assert (f"test accuracy over 2 seeds: {statistics.mean(accs):.2f} ± "
+            f"{statistics.stdev(accs):.2f} %") in stdout
+    code, _, err = run(capsys, *common, "--seeds", "1", "2", "--out", tmp_path / "same")
+    assert code == 2 and "needs {seed}" in err

@@ -37,6 +37,25 @@ _RESUME_OK = ("resume", "data", "device", "stop_after", "checkpoint_minutes", "n
               "no_download", "compile_model", "channels_last", "precision", "func", "command")
 
 
+@attrs.define
+class _Job:
+    """One training run of the command: its run directory, network, data and settings."""
+    run: object
+    ir: object
+    genotype: object
+    recipe: object
+    train: object
+    test: object
+    seed: int
+    deterministic: bool
+    device: str
+    channels_last: bool
+    precision: str
+    eval_every: int
+    benchmark: dict | None = None
+    resume_state: dict | None = None
+
+
 def _user_error(msg: str):
     from ..cli import UserError
     return UserError(msg)
@@ -62,6 +81,9 @@ def add_command(subparsers) -> None:
     t.add_argument("--batch-size", type=_nonneg_int("--batch-size"), help="override the recipe")
     t.add_argument("--seed", type=_nonneg_int("--seed"), default=None,
                    help="random seed (default 0)")
+    t.add_argument("--seeds", type=_nonneg_int("--seeds"), nargs="+", metavar="S",
+                   help="train once per seed, all at once (one process, one CUDA stream each, "
+                        "as search --seeds) and report mean ± std; --out needs {seed}")
     t.add_argument("--dataset", help="cifar10 (default) | cifar100 | digits (offline, tiny)")
     t.add_argument("--data", metavar="DIR", help=f"dataset folder (default {DEFAULT_DATA})")
     t.add_argument("--no-download", action="store_true",
@@ -75,8 +97,8 @@ def add_command(subparsers) -> None:
                    help="test every E epochs and after the last (default 1)")
     t.add_argument("--out", metavar="DIR",
                    help="run directory (default runs/<space>-train-<recipe>-s<seed>-<time>/)")
-    t.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue the training run in RUN_DIR from its last checkpoint")
+    t.add_argument("--resume", metavar="RUN_DIR", nargs="+",
+                   help="continue the training run(s) in RUN_DIR from the last checkpoint")
     t.add_argument("--stop-after", type=_nonneg_int("--stop-after"), metavar="EPOCHS",
                    help="stop once this many epochs are done, as if interrupted")
     t.add_argument("--checkpoint-minutes", type=_minutes, default=10.0, metavar="M",
@@ -235,15 +257,40 @@ def _train(args) -> int:
     from ..search.commands import refuse_with_resume
     if args.stop_after is not None and args.stop_after < 1:
         raise _user_error(f"--stop-after must be >= 1, got {args.stop_after}")
+    from ..search.commands import _each
+    datasets: dict = {}             # loaded once for all the runs that read them
     if args.resume:
         refuse_with_resume(args, _RESUME_OK)
-        job = _resumed(args)
+        if len({Path(d).resolve() for d in args.resume}) < len(args.resume):
+            raise _user_error("--resume: a run directory is named twice")
+        jobs = _each(args.resume, lambda d: _resumed(args, d, datasets))
     else:
-        job = _fresh(args)
-    return _run(job, args)
+        seeds = _seeds(args)
+        jobs = _each(seeds, lambda seed: _fresh(args, seed, datasets))
+    if len({j.device for j in jobs}) > 1:
+        for job in jobs:
+            job.run.close()
+        raise _user_error("--resume: the runs are on different devices; resume them one by one")
+    return _run(jobs, args)
 
 
-def _fresh(args) -> dict:
+def _seeds(args) -> list[int]:
+    from ..search.rundir import RunDir
+    if args.seed is not None and args.seeds:
+        raise _user_error("give --seed or --seeds, not both")
+    seeds = args.seeds or [0 if args.seed is None else args.seed]
+    if len(set(seeds)) < len(seeds):
+        raise _user_error(f"--seeds: a seed is given twice ({' '.join(map(str, seeds))})")
+    if len(seeds) > 1 and args.out and "{seed}" not in args.out:
+        raise _user_error(f"--out {args.out}: with several seeds the path needs {{seed}}, e.g. "
+                          f"--out runs/darts-v2-s{{seed}}")
+    if args.out:                        # every folder is free before any is made
+        for seed in seeds:
+            RunDir.check_free(args.out.replace("{seed}", str(seed)))
+    return seeds
+
+
+def _fresh(args, seed: int, datasets: dict) -> _Job:
     from ..genotype import parse_genotype, to_dict
     from ..ir.export import space_json
     from ..ir.lower import compile_file
@@ -284,9 +331,8 @@ def _fresh(args) -> dict:
     root = args.data or (searched.get("root") if searched.get("name") == dataset else None) \
         or DEFAULT_DATA
     norm = "nb201" if family == "nb201" else "darts"
-    ds = _dataset({}, dataset, root, norm, args.no_download)
+    ds = _dataset(datasets, dataset, root, norm, args.no_download)
     _check_runs(ir, genotype, recipe, ds)
-    seed = 0 if args.seed is None else args.seed
     channels_last = bool(args.channels_last)
     train_b, test_b = _batches(ds, recipe, device, seed, args.subset, channels_last)
     config = {
@@ -312,20 +358,19 @@ def _fresh(args) -> dict:
         "argv": sys.argv[1:],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    run = RunDir.create(args.out, space=ir.name, method=f"train-{recipe.name}", seed=seed)
+    out = args.out.replace("{seed}", str(seed)) if args.out else None
+    run = RunDir.create(out, space=ir.name, method=f"train-{recipe.name}", seed=seed)
     run.lock()
     try:
         run.write_config(config)
     except BaseException:
         run.close()
         raise
-    return {"run": run, "ir": ir, "genotype": genotype, "recipe": recipe, "train": train_b,
-            "test": test_b, "seed": seed, "deterministic": args.deterministic,
-            "device": device, "channels_last": channels_last, "precision": config["precision"],
-            "eval_every": config["eval_every"], "benchmark": benchmark, "resume_state": None}
+    return _Job(run, ir, genotype, recipe, train_b, test_b, seed, args.deterministic, device,
+                channels_last, config["precision"], config["eval_every"], benchmark)
 
 
-def _resumed(args) -> dict:
+def _resumed(args, path, datasets: dict) -> _Job:
     from ..genotype import from_dict
     from ..ir.export import space_json
     from ..ir.lower import compile_file
@@ -335,7 +380,7 @@ def _resumed(args) -> dict:
     from ..search.rundir import RunDir
     from .recipes import Recipe
 
-    run = RunDir.open(args.resume)
+    run = RunDir.open(path)
     run.lock()
     try:
         if not run.checkpoint_path.exists():
@@ -361,7 +406,8 @@ def _resumed(args) -> dict:
             raise _user_error("--deterministic: the run was started without it; resume it as is")
         resume_state = ckpt.load(run.checkpoint_path)
         device = _device(args.device or config.get("device"))
-        ds = _dataset({}, ds_conf["name"], args.data or ds_conf.get("root") or DEFAULT_DATA,
+        ds = _dataset(datasets, ds_conf["name"],
+                      args.data or ds_conf.get("root") or DEFAULT_DATA,
                       ds_conf.get("norm", "darts"), args.no_download)
         channels_last = bool(args.channels_last if args.channels_last is not None
                              else config.get("channels_last"))
@@ -376,47 +422,82 @@ def _resumed(args) -> dict:
     except BaseException:
         run.close()
         raise
-    return {"run": run, "ir": ir, "genotype": genotype, "recipe": recipe, "train": train_b,
-            "test": test_b, "seed": seed, "deterministic": deterministic, "device": device,
-            "channels_last": channels_last, "precision": config["precision"],
-            "eval_every": int(config.get("eval_every", 1)),
-            "benchmark": config.get("benchmark"), "resume_state": resume_state}
+    return _Job(run, ir, genotype, recipe, train_b, test_b, seed, deterministic, device,
+                channels_last, config["precision"], int(config.get("eval_every", 1)),
+                config.get("benchmark"), resume_state)
 
 
-def _run(job: dict, args) -> int:
+def _run(jobs: list[_Job], args) -> int:
+    """Train every job (several in lockstep, one CUDA stream each), then summarise each and,
+    for several, their mean and spread. The exit code is 128 + the signal's number when a
+    signal stopped them."""
+    from contextlib import ExitStack
+    from functools import partial
+
     from ..search.commands import _stop_signals
+    from ..search.lockstep import Lockstep
     from .trainer import train
 
-    run = job["run"]
-    print(f"run directory: {run.path}", file=sys.stderr)
-    with run, _stop_signals([run.path], "train") as should_stop:
-        result = train(job["ir"], job["genotype"], job["recipe"], job["train"], job["test"],
-                       run, device=job["device"], seed=job["seed"],
-                       deterministic=job["deterministic"], channels_last=job["channels_last"],
-                       precision=job["precision"], compile_model=args.compile_model,
-                       resume_state=job["resume_state"],
-                       progress=not args.no_progress, stop_after=args.stop_after,
-                       eval_every=job["eval_every"],
-                       checkpoint_every=60.0 * args.checkpoint_minutes or None,
-                       should_stop=should_stop)
-    last = result.history[-1] if result.history else {}
-    summary = {"finished": result.finished, "epochs": result.epochs,
-               "epochs_planned": job["recipe"].epochs, "test_acc": result.test_acc,
-               "test_top5": last.get("test_top5"), "parameters": result.parameters,
-               "seconds": result.seconds, "recipe": job["recipe"].name,
-               "benchmark": job["benchmark"]}
-    if result.finished:
-        run.write_summary(summary)
-        acc = "-" if result.test_acc is None else f"{result.test_acc:.2f}%"
-        print(f"test accuracy {acc} after {result.epochs} epochs; {result.parameters:,} "
-              f"parameters (without the auxiliary head); {result.seconds:.0f} s; "
-              f"model: {run.path / 'model.pt'}")
-        if job["benchmark"]:
-            print("NB201 table (its own 200-epoch training): " + ", ".join(
-                f"{k} {v:.2f}" for k, v in job["benchmark"].items()))
-        return 0
-    print(f"stopped after epoch {result.epochs} of {job['recipe'].epochs}; continue with: "
-          f"dslnas train --resume {run.path}", file=sys.stderr)
-    if result.interrupted is not None:
-        return 128 + int(getattr(signal, result.interrupted, signal.SIGINT))
+    several = len(jobs) > 1
+    for job in jobs:
+        print(f"run directory: {job.run.path}", file=sys.stderr)
+
+    def one(job: _Job, should_stop, pass_baton=None):
+        log = None
+        if several:                                     # every line says whose it is
+            name = job.run.path.name
+            log = lambda line: print(f"[{name}] {line}", file=sys.stderr, flush=True)  # noqa: E731
+        return train(job.ir, job.genotype, job.recipe, job.train, job.test, job.run,
+                     device=job.device, seed=job.seed, deterministic=job.deterministic,
+                     channels_last=job.channels_last, precision=job.precision,
+                     compile_model=args.compile_model, resume_state=job.resume_state,
+                     progress=not (args.no_progress or several), stop_after=args.stop_after,
+                     eval_every=job.eval_every,
+                     checkpoint_every=60.0 * args.checkpoint_minutes or None,
+                     should_stop=should_stop, log=log, after_iteration=pass_baton)
+
+    with ExitStack() as stack:
+        for job in jobs:
+            stack.enter_context(job.run)
+        should_stop = stack.enter_context(_stop_signals([j.run.path for j in jobs], "train"))
+        if several:
+            results = Lockstep(jobs[0].device).run([partial(one, j, should_stop) for j in jobs])
+        else:
+            results = [one(jobs[0], should_stop)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    for job, result in zip(jobs, results):
+        if not isinstance(result, BaseException):
+            _summary(job, result)
+        elif len(errors) < len(jobs):
+            print(f"{job.run.path}: failed: {result}", file=sys.stderr)
+    if errors:
+        raise errors[0]
+    accs = [r.test_acc for r in results if r.finished and r.test_acc is not None]
+    if several and len(accs) == len(results):
+        import statistics
+        print(f"test accuracy over {len(accs)} seeds: {statistics.mean(accs):.2f} ± "
+              f"{statistics.stdev(accs):.2f} % (sample std; {min(accs):.2f}–{max(accs):.2f})")
+    stopped = [r.interrupted for r in results if r.interrupted is not None]
+    if stopped:
+        return 128 + int(getattr(signal, stopped[0], signal.SIGINT))
     return 0
+
+
+def _summary(job: _Job, result) -> None:
+    last = result.history[-1] if result.history else {}
+    run, recipe = job.run, job.recipe
+    if not result.finished:
+        print(f"{run.path}: stopped after epoch {result.epochs} of {recipe.epochs}; continue "
+              f"with: dslnas train --resume {run.path}", file=sys.stderr)
+        return
+    run.write_summary({"finished": True, "epochs": result.epochs,
+                       "test_acc": result.test_acc, "test_top5": last.get("test_top5"),
+                       "parameters": result.parameters, "seconds": result.seconds,
+                       "recipe": recipe.name, "seed": job.seed, "benchmark": job.benchmark})
+    acc = "-" if result.test_acc is None else f"{result.test_acc:.2f}%"
+    print(f"test accuracy {acc} after {result.epochs} epochs; {result.parameters:,} "
+          f"parameters (without the auxiliary head); {result.seconds:.0f} s; "
+          f"model: {run.path / 'model.pt'}")
+    if job.benchmark:
+        print("NB201 table (its own 200-epoch training): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in job.benchmark.items()))

@@ -230,13 +230,15 @@ def train(ir, genotype, recipe: Recipe, train_batches: DeviceBatches, test_batch
           progress: bool = True, stop_after: int | None = None, eval_every: int = 1,
           checkpoint_every: float | None = None,
           should_stop: Callable[[], str | None] | None = None,
-          log: Callable[[str], None] | None = None) -> TrainResult:
+          log: Callable[[str], None] | None = None,
+          after_iteration: Callable[[], None] | None = None) -> TrainResult:
     """Train ``genotype``'s network of ``ir`` with ``recipe``; see the module doc.
 
     ``compile_model`` None: compiled on CUDA unless ``deterministic``. ``precision``:
     ``"bf16"`` runs forward and backward under bfloat16 autocast. ``eval_every``: test
     every that many epochs (and always after the last). ``stop_after``: stop once this many
-    epochs are done, as if interrupted. The other arguments are ``search()``'s."""
+    epochs are done, as if interrupted. ``after_iteration``: called after every step (``Lockstep``
+    hands the turn on there). The other arguments are ``search()``'s."""
     device = torch.device(device)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if compile_model is None:
@@ -280,6 +282,8 @@ def train(ir, genotype, recipe: Recipe, train_batches: DeviceBatches, test_batch
                         if recipe.lr_per_step:
                             t.set_lr(clock["done"] / steps)
                         t.step(x, y)
+                        if after_iteration is not None:
+                            after_iteration()
                         clock["done"] += 1
                         if bar is not None:
                             bar.update(1)
