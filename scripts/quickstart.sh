@@ -2,7 +2,8 @@
 # Install dslnas into .venv (CPU PyTorch) and run a real, small architecture search on a CPU:
 # DARTS (first order) on a narrow NAS-Bench-201 space, on the digits dataset that scikit-learn
 # ships (works offline); then trains the cell it found from scratch and tests it, as the
-# evaluation phase does (docs/training.md). Takes a few minutes on 2 cores.
+# evaluation phase does (docs/training.md). Takes a few minutes on 2 cores. Extra arguments go
+# to the search (e.g. --device cpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi

@@ -156,7 +156,10 @@ def test_a_search_run_directory_trains_its_genotype_in_its_space(tmp_path, capsy
                             "--epochs", "1", "--subset", "64", "--out", out, "--no-progress")
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())
+    searched_data = json.loads((search / "config.json").read_text())["dataset"]
     assert config["dataset"]["name"] == "digits"              # the dataset it searched on
+    assert config["dataset"]["root"] == searched_data["root"] and \
+        Path(searched_data["root"]).is_absolute()
     searched = json.loads((search / "genotype.json").read_text())
     assert config["genotype"] == searched
     assert config["space_file"] == json.loads((search / "config.json").read_text())["space_file"]
@@ -253,6 +256,8 @@ def known_genotype_nb201():
     (["DARTS_V2", "--space", DARTS, "--set", "drop_path=1"], "drop_path must be in [0, 1)"),
     (["DARTS_V2", "--space", DARTS, "--epochs", "0"], "epochs must be >= 1"),
     (["DARTS_V2", "--space", DARTS, "--stop-after", "0"], "--stop-after must be >= 1"),
+    (["DARTS_V2", "--space", DARTS, "--seeds", "1", "-2"], "--seeds must be >= 0, got -2"),
+    (["DARTS_V2", "--space", DARTS, "--batch-size", "1"], "needs batch_size >= 2"),
     (["DARTS_V2", "--space", NB201, "--dataset", "digits"], "is not a cell of space 'nb201'"),
     (["DARTS_V2"], "give --space SPACE.nas"),
     (["DARTS_V2", "--space", DARTS, "--set", "lr=inf"], "lr must be a finite number >= 0"),
@@ -361,21 +366,17 @@ def test_begin_epoch_sets_lr_and_drop_path_on_every_non_identity_op():
     nb = Trainer(compile_file(NB201, {"C": 4, "N": 1}), known_genotype_nb201(), RECIPES["nb201"])
     opt = nb.optimizer.param_groups[0]
     assert (opt["momentum"], opt["weight_decay"], opt["nesterov"]) == (0.9, 5e-4, True)
-    nb.epoch = 10
-    nb.begin_epoch()
-    assert nb.set_lr(0.5) == cosine_lr(RECIPES["nb201"], 10.5) < cosine_lr(RECIPES["nb201"], 10)
-    assert t.set_lr(0.5) == cosine_lr(recipe, 300)            # darts: once per epoch
 
 
-def test_the_nb201_recipe_anneals_the_rate_at_every_step(tmp_path, capsys):
+def test_the_rate_is_constant_within_an_epoch_as_in_darts_and_autodl(tmp_path, capsys):
     out = tmp_path / "run"
     assert run(capsys, "train", ARCH, "--space", NB201, "--dataset", "digits", "--set", "C=4",
-               "--set", "N=1", "--epochs", "2", "--subset", "100", "--batch-size", "25",
-               "--stop-after", "1", "--out", out, "--no-progress")[0] == 0
+               "--set", "N=1", "--epochs", "4", "--subset", "100", "--batch-size", "25",
+               "--stop-after", "2", "--out", out, "--no-progress")[0] == 0
     state = ckpt.load(out / "checkpoint.pt")
-    recipe = RECIPES["nb201"].__class__(**{**RECIPES["nb201"].to_dict(), "epochs": 2})
-    # 4 steps: the last ran at epoch 0 + 3/4
-    assert state["optimizer"]["param_groups"][0]["lr"] == cosine_lr(recipe, 0.75)
+    recipe = RECIPES["nb201"].__class__(**{**RECIPES["nb201"].to_dict(), "epochs": 4})
+    # 4 steps in epoch 1 (0-based), all at that epoch's rate
+    assert state["optimizer"]["param_groups"][0]["lr"] == cosine_lr(recipe, 1)
 
 
 def test_the_training_stream_cuts_out_as_the_recipe_says_and_drops_a_batch_of_one():
@@ -475,3 +476,31 @@ def test_several_seeds_train_in_lockstep_exactly_as_alone_and_report_mean_and_st
             f"{statistics.stdev(accs):.2f} %") in stdout
     code, _, err = run(capsys, *common, "--seeds", "1", "2", "--out", tmp_path / "same")
     assert code == 2 and "needs {seed}" in err
+
+
+def test_resuming_several_runs_checks_them_all_before_changing_any(tmp_path, capsys):
+    common = ["train", ARCH, "--space", NB201, "--dataset", "digits", "--set", "C=4", "--set",
+              "N=1", "--epochs", "2", "--subset", "64", "--stop-after", "1", "--no-progress"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(capsys, *common, "--out", a)[0] == 0
+    assert run(capsys, *common, "--out", b, "--deterministic")[0] == 0
+    before = (a / "config.json").read_text()
+    code, _, err = run(capsys, "train", "--resume", a, tmp_path / "nothere", "--precision", "bf16")
+    assert code == 2 and "no such run directory" in err
+    code, _, err = run(capsys, "train", "--resume", a, b)
+    assert code == 2 and "the runs differ in deterministic" in err
+    assert (a / "config.json").read_text() == before          # untouched by the failed resumes
+    code, stdout, err = run(capsys, "train", "--resume", a, a / ".." / "a")
+    assert code == 2 and "named twice" in err
+
+
+def test_resume_refuses_a_changed_space(tmp_path, capsys):
+    space = tmp_path / "nb201.nas"
+    space.write_text(NB201.read_text())
+    out = tmp_path / "run"
+    assert run(capsys, "train", ARCH, "--space", space, "--dataset", "digits", "--set", "C=4",
+               "--set", "N=1", "--epochs", "2", "--subset", "64", "--stop-after", "1",
+               "--out", out, "--no-progress")[0] == 0
+    space.write_text(NB201.read_text().replace("avg_pool_3x3", "max_pool_3x3"))
+    code, _, err = run(capsys, "train", "--resume", out)
+    assert code == 2 and "has changed since the run started" in err

@@ -610,14 +610,14 @@ def _resumed(args, run, datasets: dict) -> _Job:
     from . import checkpoint as ckpt
     from .rundir import _jsonable
 
-    if not run.checkpoint_path.exists():
-        raise _user_error(f"--resume {run.path}: the run stopped before its first "
-                          f"checkpoint, so there is nothing to resume; delete the folder "
-                          f"and start the search again")
     config = run.read_config()
     if isinstance(config, dict) and config.get("kind") == "train":
         raise _user_error(f"--resume {run.path}: a training run; continue it with "
                           f"dslnas train --resume {run.path}")
+    if not run.checkpoint_path.exists():
+        raise _user_error(f"--resume {run.path}: the run stopped before its first "
+                          f"checkpoint, so there is nothing to resume; delete the folder "
+                          f"and start the search again")
     try:
         method = method_from_dict(config["method"])
         space_file = config["space_file"]
@@ -691,7 +691,7 @@ def _fresh_job(args, seed: int, datasets: dict) -> _Job:
         "overrides": {**record, "network": network},
         "seed": seed,
         "deterministic": args.deterministic,
-        "dataset": {"name": ds.name, "root": str(Path(root).expanduser()), "norm": norm,
+        "dataset": {"name": ds.name, "root": str(Path(root).expanduser().resolve()), "norm": norm,
                     "subset": args.subset, "split": method.schedule.split, "split_seed": 0,
                     "train_images": data.train.num_samples,
                     "val_images": data.val.num_samples,

@@ -34,7 +34,8 @@ The default is darts for top-k spaces (darts, s1-s4) and nb201 for NB201.
 """
 
 _RESUME_OK = ("resume", "data", "device", "stop_after", "checkpoint_minutes", "no_progress",
-              "no_download", "compile_model", "channels_last", "precision", "func", "command")
+              "no_download", "compile_model", "channels_last", "precision", "deterministic",
+              "func", "command")
 
 
 @attrs.define
@@ -54,6 +55,7 @@ class _Job:
     eval_every: int
     benchmark: dict | None = None
     resume_state: dict | None = None
+    config: dict | None = None      # a resumed run's config.json, written once all are checked
 
 
 def _user_error(msg: str):
@@ -179,6 +181,8 @@ def _check(r) -> None:
         raise _user_error(f"lr_min ({r.lr_min}) must not exceed lr ({r.lr})")
     if not 0 <= r.drop_path < 1:
         raise _user_error(f"drop_path must be in [0, 1), got {r.drop_path}")
+    if r.auxiliary > 0 and r.batch_size < 2:
+        raise _user_error("the auxiliary head's BN needs batch_size >= 2 (or --set auxiliary=0)")
     if r.nesterov and r.momentum == 0:
         raise _user_error("nesterov needs momentum > 0")
 
@@ -210,6 +214,9 @@ def _genotype_source(source: str, space: str | None) -> tuple[str, str | None, d
         if space is None:
             space = config["space_file"]
         dataset = dict(config.get("dataset") or {})
+        if not isinstance(space, str) or not isinstance(dataset.get("name", ""), str) \
+                or not isinstance(dataset.get("root", ""), str):
+            raise TypeError("space_file, dataset name and root must be strings")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise _user_error(f"{p / 'config.json'}: cannot read its space and dataset "
                           f"({type(e).__name__}: {e})") from None
@@ -228,7 +235,7 @@ def _check_runs(ir, genotype, recipe, ds) -> None:
         try:
             net = build_child(ir, genotype, auxiliary=recipe.auxiliary > 0)
             net(torch.empty(2, ds.in_channels, ds.image_size, ds.image_size))
-        except (RuntimeError, ValueError) as e:
+        except (RuntimeError, ValueError, TypeError, OverflowError) as e:
             hint = (" (the auxiliary head pools 5x5 windows of the last reduction cell's "
                     "output: try --set auxiliary=0)" if recipe.auxiliary > 0 else "")
             raise _user_error(f"the network does not run on {ds.name}'s {ds.image_size}x"
@@ -254,10 +261,9 @@ def _batches(ds, recipe, device: str, seed: int, subset, channels_last: bool):
 
 
 def _train(args) -> int:
-    from ..search.commands import refuse_with_resume
+    from ..search.commands import _each, refuse_with_resume
     if args.stop_after is not None and args.stop_after < 1:
         raise _user_error(f"--stop-after must be >= 1, got {args.stop_after}")
-    from ..search.commands import _each
     datasets: dict = {}             # loaded once for all the runs that read them
     if args.resume:
         refuse_with_resume(args, _RESUME_OK)
@@ -267,10 +273,14 @@ def _train(args) -> int:
     else:
         seeds = _seeds(args)
         jobs = _each(seeds, lambda seed: _fresh(args, seed, datasets))
-    if len({j.device for j in jobs}) > 1:
-        for job in jobs:
-            job.run.close()
-        raise _user_error("--resume: the runs are on different devices; resume them one by one")
+    for what in ("device", "deterministic"):       # one process runs them together
+        if len({getattr(j, what) for j in jobs}) > 1:
+            for job in jobs:
+                job.run.close()
+            raise _user_error(f"--resume: the runs differ in {what}; resume them one by one")
+    for job in jobs:            # every run checked: now note the resumes
+        if job.config is not None:
+            job.run.write_config(job.config)
     return _run(jobs, args)
 
 
@@ -279,6 +289,8 @@ def _seeds(args) -> list[int]:
     if args.seed is not None and args.seeds:
         raise _user_error("give --seed or --seeds, not both")
     seeds = args.seeds or [0 if args.seed is None else args.seed]
+    if min(seeds) < 0:
+        raise _user_error(f"--seed{'s' if args.seeds else ''} must be >= 0, got {min(seeds)}")
     if len(set(seeds)) < len(seeds):
         raise _user_error(f"--seeds: a seed is given twice ({' '.join(map(str, seeds))})")
     if len(seeds) > 1 and args.out and "{seed}" not in args.out:
@@ -346,7 +358,7 @@ def _fresh(args, seed: int, datasets: dict) -> _Job:
         "seed": seed,
         "deterministic": args.deterministic,
         "eval_every": args.eval_every or 1,
-        "dataset": {"name": ds.name, "root": str(Path(root).expanduser()), "norm": norm,
+        "dataset": {"name": ds.name, "root": str(Path(root).expanduser().resolve()), "norm": norm,
                     "subset": args.subset, "train_images": train_b.num_samples,
                     "test_images": test_b.num_samples, "image_size": ds.image_size,
                     "classes": ds.num_classes},
@@ -383,13 +395,13 @@ def _resumed(args, path, datasets: dict) -> _Job:
     run = RunDir.open(path)
     run.lock()
     try:
+        config = run.read_config()
+        if not isinstance(config, dict) or config.get("kind") != "train":
+            raise _user_error(f"--resume {run.path}: not a training run (a search run resumes "
+                              f"with dslnas search --resume)")
         if not run.checkpoint_path.exists():
             raise _user_error(f"--resume {run.path}: the run stopped before its first "
                               f"checkpoint; delete the folder and start again")
-        config = run.read_config()
-        if config.get("kind") != "train":
-            raise _user_error(f"--resume {run.path}: not a training run (a search run resumes "
-                              f"with dslnas search --resume)")
         try:
             recipe = Recipe.from_dict(config["recipe"])
             ir = compile_file(config["space_file"], config["network"])
@@ -418,13 +430,12 @@ def _resumed(args, path, datasets: dict) -> _Job:
              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}]
         config["channels_last"] = channels_last
         config["precision"] = args.precision or config.get("precision", "fp32")
-        run.write_config(config)
     except BaseException:
         run.close()
         raise
     return _Job(run, ir, genotype, recipe, train_b, test_b, seed, deterministic, device,
                 channels_last, config["precision"], int(config.get("eval_every", 1)),
-                config.get("benchmark"), resume_state)
+                config.get("benchmark"), resume_state, config)
 
 
 def _run(jobs: list[_Job], args) -> int:
@@ -434,6 +445,7 @@ def _run(jobs: list[_Job], args) -> int:
     from contextlib import ExitStack
     from functools import partial
 
+    from ..genotype import to_dict
     from ..search.commands import _stop_signals
     from ..search.lockstep import Lockstep
     from .trainer import train
@@ -468,12 +480,14 @@ def _run(jobs: list[_Job], args) -> int:
     for job, result in zip(jobs, results):
         if not isinstance(result, BaseException):
             _summary(job, result)
-        elif len(errors) < len(jobs):
+        elif several:
             print(f"{job.run.path}: failed: {result}", file=sys.stderr)
     if errors:
         raise errors[0]
     accs = [r.test_acc for r in results if r.finished and r.test_acc is not None]
-    if several and len(accs) == len(results):
+    same = len({(json.dumps(to_dict(j.genotype), sort_keys=True), json.dumps(
+        j.recipe.to_dict(), sort_keys=True), j.ir.name, j.train.num_samples) for j in jobs}) == 1
+    if several and same and len(accs) == len(results):
         import statistics
         print(f"test accuracy over {len(accs)} seeds: {statistics.mean(accs):.2f} ± "
               f"{statistics.stdev(accs):.2f} % (sample std; {min(accs):.2f}–{max(accs):.2f})")

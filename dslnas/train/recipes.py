@@ -19,7 +19,6 @@ class Recipe:
     batch_size: int
     lr: float                       # cosine-annealed from lr to lr_min over the epochs
     lr_min: float = 0.0
-    lr_per_step: bool = False       # anneal at every step (NB201) rather than once per epoch
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float
@@ -51,9 +50,8 @@ RECIPES: dict[str, Recipe] = {
                      network={"C": 16, "L": 8}),
     # NAS-Bench-201's training of every architecture: AutoDL configs/nas-benchmark/hyper-opts/
     # 200E.config (reference/spaces.md 2.8)
-    # AutoDL's NB201 training updates its scheduler every step (exps/NAS-Bench-201/functions.py)
-    "nb201": Recipe(name="nb201", epochs=200, batch_size=256, lr=0.1, lr_per_step=True,
-                    nesterov=True, weight_decay=5e-4, network={"C": 16, "N": 5}),
+    "nb201": Recipe(name="nb201", epochs=200, batch_size=256, lr=0.1, nesterov=True,
+                    weight_decay=5e-4, network={"C": 16, "N": 5}),
 }
 
 

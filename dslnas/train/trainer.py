@@ -49,10 +49,10 @@ class _Stopped(Exception):
     pass
 
 
-def cosine_lr(recipe: Recipe, epoch: float) -> float:
-    """The learning rate at ``epoch`` (0-based; fractional inside an epoch with
-    ``lr_per_step``): cosine from ``lr`` to ``lr_min``. Epoch 0 trains at ``lr`` (DARTS' code
-    steps its scheduler before the first epoch under PyTorch >= 1.1 and so skips it;
+def cosine_lr(recipe: Recipe, epoch: int) -> float:
+    """The learning rate of epoch ``epoch`` (0-based): cosine from ``lr`` to ``lr_min``, set
+    once per epoch, as DARTS and AutoDL (NB201) do. Epoch 0 trains at ``lr`` (DARTS' code steps
+    its scheduler before the first epoch under PyTorch >= 1.1 and so skips it;
     docs/training.md)."""
     return recipe.lr_min + 0.5 * (recipe.lr - recipe.lr_min) * (
         1.0 + math.cos(math.pi * epoch / recipe.epochs))
@@ -100,19 +100,14 @@ class Trainer:
     # ---- one epoch ------------------------------------------------------------------------
     def begin_epoch(self) -> tuple[float, float]:
         """Set the epoch's learning rate and drop-path probability; return both."""
-        lr = self.set_lr(0.0)
+        lr = cosine_lr(self.recipe, self.epoch)
+        for group in self.optimizer.param_groups:       # a host-side float: no device work
+            group["lr"] = lr
         drop = self.recipe.drop_path * self.epoch / self.recipe.epochs
         self.model.set_drop_path(drop)
         self.model.train()
         return lr, drop
 
-    def set_lr(self, fraction: float) -> float:
-        """The learning rate ``fraction`` of the way through the current epoch (only 0 unless
-        the recipe anneals per step): a host-side float, so no device work and no sync."""
-        lr = cosine_lr(self.recipe, self.epoch + (fraction if self.recipe.lr_per_step else 0.0))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
@@ -279,8 +274,6 @@ def train(ir, genotype, recipe: Recipe, train_batches: DeviceBatches, test_batch
                     bar.set_description(f"epoch {t.epoch + 1}/{epochs}")
                 try:
                     for x, y in train_batches:
-                        if recipe.lr_per_step:
-                            t.set_lr(clock["done"] / steps)
                         t.step(x, y)
                         if after_iteration is not None:
                             after_iteration()
