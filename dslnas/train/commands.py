@@ -236,11 +236,11 @@ def _check_runs(ir, genotype, recipe, ds) -> None:
             net = build_child(ir, genotype, auxiliary=recipe.auxiliary > 0)
             net(torch.empty(2, ds.in_channels, ds.image_size, ds.image_size))
         except (RuntimeError, ValueError, TypeError, OverflowError) as e:
-            hint = (" (the auxiliary head pools 5x5 windows of the last reduction cell's "
-                    "output: try --set auxiliary=0)" if recipe.auxiliary > 0 else "")
-            raise _user_error(f"the network does not run on {ds.name}'s {ds.image_size}x"
-                              f"{ds.image_size} images{hint}: {str(e).splitlines()[0]}") \
-                from None
+            hint = ("; the auxiliary head needs a reduction cell with at least 5x5 maps: try "
+                    "--set auxiliary=0" if recipe.auxiliary > 0 else "")
+            raise _user_error(f"the network cannot train on the {ds.name} images "
+                              f"({ds.image_size}x{ds.image_size}): {str(e).splitlines()[0]}"
+                              f"{hint}") from None
 
 
 def _batches(ds, recipe, device: str, seed: int, subset, channels_last: bool):

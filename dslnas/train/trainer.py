@@ -86,7 +86,6 @@ class Trainer:
         # static shapes: the last partial batch and eval get graphs of their own rather than
         # turning every later step into a dynamic-shape graph
         self.forward = torch.compile(model, dynamic=False) if compile_model else model
-        self.compiled = compile_model
         self.epoch = 0              # epochs done
         self.elapsed = 0.0          # seconds of training and testing, over all sessions
         self._sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss·n, correct, n
@@ -107,7 +106,6 @@ class Trainer:
         self.model.set_drop_path(drop)
         self.model.train()
         return lr, drop
-
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
