@@ -536,39 +536,61 @@ def refuse_with_resume(args, allowed: tuple[str, ...]) -> None:
 
 
 def _search(args) -> int:
+    jobs = jobs_to_run(args, _RESUME_OK, _resume_job, _fresh_job, "runs/nb201-darts-s{seed}")
+    return _run_jobs(jobs, args)
+
+
+def jobs_to_run(args, resume_ok: tuple[str, ...], resume_one, fresh_one, example: str) -> list:
+    """The runs a `search` or `train` command asks for: ``resume_one(args, run_dir, datasets)``
+    for each ``--resume`` folder, else ``fresh_one(args, seed, datasets)`` for each seed (the
+    datasets loaded once for all). Every run is checked before any is noted as resumed; if one
+    fails, the ones made so far are closed."""
     if args.stop_after is not None and args.stop_after < 1:
         raise _user_error(f"--stop-after must be >= 1, got {args.stop_after}")
-    datasets: dict = {}         # loaded once for all the runs that read them
+    datasets: dict = {}
     if args.resume:
-        refuse_with_resume(args, _RESUME_OK)
+        refuse_with_resume(args, resume_ok)
         if len({Path(d).resolve() for d in args.resume}) < len(args.resume):
             raise _user_error("--resume: a run directory is named twice")
-        jobs = _each(args.resume, lambda d: _resume_job(args, d, datasets))
+        jobs = _each(args.resume, lambda d: resume_one(args, d, datasets))
     else:
-        if args.seed is not None and args.seeds:
-            raise _user_error("give --seed or --seeds, not both")
-        seeds = args.seeds or [0 if args.seed is None else args.seed]
-        if min(seeds) < 0:
-            raise _user_error(f"--seed{'s' if args.seeds else ''} must be >= 0, got {min(seeds)}")
-        if len(set(seeds)) < len(seeds):
-            raise _user_error(f"--seeds: a seed is given twice ({' '.join(map(str, seeds))})")
-        if len(seeds) > 1 and args.out and "{seed}" not in args.out:
-            raise _user_error(f"--out {args.out}: with several seeds the path needs {{seed}}, "
-                              f"e.g. --out runs/nb201-darts-s{{seed}}")
-        if args.out:                        # every folder is free before any is made
-            from .rundir import RunDir
-            for seed in seeds:
-                RunDir.check_free(args.out.replace("{seed}", str(seed)))
-        jobs = _each(seeds, lambda seed: _fresh_job(args, seed, datasets))
-    for what in ("device", "deterministic"):       # one process runs them together
+        seeds = _seeds_to_run(args, example)
+        jobs = _each(seeds, lambda seed: fresh_one(args, seed, datasets))
+    _start_together(jobs)
+    return jobs
+
+
+def _seeds_to_run(args, example: str) -> list[int]:
+    """The seeds of ``--seed``/``--seeds``, checked, with every ``--out`` folder free before
+    any is made (``example``: an --out with {seed}, for the message)."""
+    from .rundir import RunDir
+    if args.seed is not None and args.seeds:
+        raise _user_error("give --seed or --seeds, not both")
+    seeds = args.seeds or [0 if args.seed is None else args.seed]
+    if min(seeds) < 0:
+        raise _user_error(f"--seed{'s' if args.seeds else ''} must be >= 0, got {min(seeds)}")
+    if len(set(seeds)) < len(seeds):
+        raise _user_error(f"--seeds: a seed is given twice ({' '.join(map(str, seeds))})")
+    if len(seeds) > 1 and args.out and "{seed}" not in args.out:
+        raise _user_error(f"--out {args.out}: with several seeds the path needs {{seed}}, "
+                          f"e.g. --out {example}")
+    if args.out:
+        for seed in seeds:
+            RunDir.check_free(args.out.replace("{seed}", str(seed)))
+    return seeds
+
+
+def _start_together(jobs) -> None:
+    """Runs that one process runs together share their device and determinism; once that is
+    checked, the resumed ones note their resume in config.json (a failed check changes none)."""
+    for what in ("device", "deterministic"):
         if len({getattr(j, what) for j in jobs}) > 1:
             for job in jobs:
                 job.run.close()
             raise _user_error(f"--resume: the runs differ in {what}; resume them one by one")
-    for job in jobs:            # every run checked: now note the resumes
+    for job in jobs:
         if job.config is not None:
             job.run.write_config(job.config)
-    return _run_jobs(jobs, args)
 
 
 def _each(items, make) -> list[_Job]:
@@ -758,47 +780,59 @@ def _serial_on_gpu(jobs: list[_Job]) -> bool:
                                             for j in jobs)
 
 
-def _run_jobs(jobs: list[_Job], args) -> int:
-    """Run the searches: one as it is, several in lockstep (one CUDA stream each); then each
-    one's summary. The exit code is 128 + the signal's number when a signal stopped them."""
+def run_together(jobs: list, run_one, command: str = "search", serial: bool = False) -> list:
+    """Run each job as ``run_one(job, should_stop, log, after_iteration)``: one as it is,
+    several in lockstep (one CUDA stream each, ``serial``: taking turns on the GPU too; each
+    line they log starts with the run folder's name). Ctrl-C and SIGTERM ask every one to stop
+    after its current step with a checkpoint (``command`` resumes them). Returns each one's
+    result, or in lockstep the exception it raised."""
     from contextlib import ExitStack
     from functools import partial
 
     from .lockstep import Lockstep
-    from .loop import search
 
     several = len(jobs) > 1
     for job in jobs:
         print(f"run directory: {job.run.path}", file=sys.stderr)
 
-    def one(job: _Job, should_stop, pass_baton=None):
+    def one(job, should_stop, pass_baton=None):
         log = None
-        if several:     # every line says whose it is
+        if several:                             # every line says whose it is
             name = job.run.path.name
             log = lambda line: print(f"[{name}] {line}", file=sys.stderr, flush=True)  # noqa: E731
+        return run_one(job, should_stop, log, pass_baton)
+
+    with ExitStack() as stack:
+        for job in jobs:
+            stack.enter_context(job.run)
+        should_stop = stack.enter_context(_stop_signals([j.run.path for j in jobs], command))
+        if several:
+            return Lockstep(jobs[0].device, serial=serial).run(
+                [partial(one, j, should_stop) for j in jobs])
+        return [one(jobs[0], should_stop)]
+
+
+def _run_jobs(jobs: list[_Job], args) -> int:
+    """Run the searches (``run_together``); then each one's summary. The exit code is 128 +
+    the signal's number when a signal stopped them."""
+    from .loop import search
+
+    def run_one(job: _Job, should_stop, log, pass_baton):
         return search(job.ir, job.method, job.data, job.run, device=job.device, seed=job.seed,
                       deterministic=job.deterministic, resume_state=job.resume_state,
-                      benchmark=job.benchmark, progress=not (args.no_progress or several),
+                      benchmark=job.benchmark, progress=not args.no_progress and log is None,
                       stop_after=args.stop_after, channels_last=job.channels_last,
                       cuda_graphs=args.cuda_graphs, fused=args.fused,
                       compile_cells=args.compile_cells,
                       checkpoint_every=60.0 * args.checkpoint_minutes or None,
                       should_stop=should_stop, log=log, after_iteration=pass_baton)
 
-    with ExitStack() as stack:
-        for job in jobs:
-            stack.enter_context(job.run)
-        should_stop = stack.enter_context(_stop_signals([j.run.path for j in jobs]))
-        if several:
-            serial = _serial_on_gpu(jobs)
-            if serial:
-                print("lockstep: the relaxation samples inside the CUDA graphs, whose random "
-                      "offsets all graphs share: the searches take turns on the GPU too",
-                      file=sys.stderr)
-            results = Lockstep(jobs[0].device, serial=serial).run(
-                [partial(one, j, should_stop) for j in jobs])
-        else:
-            results = [one(jobs[0], should_stop)]
+    serial = len(jobs) > 1 and _serial_on_gpu(jobs)
+    if serial:
+        print("lockstep: the relaxation samples inside the CUDA graphs, whose random "
+              "offsets all graphs share: the searches take turns on the GPU too",
+              file=sys.stderr)
+    results = run_together(jobs, run_one, "search", serial)
     errors = [r for r in results if isinstance(r, BaseException)]
     for job, result in zip(jobs, results):
         if not isinstance(result, BaseException):

@@ -261,45 +261,8 @@ def _batches(ds, recipe, device: str, seed: int, subset, channels_last: bool):
 
 
 def _train(args) -> int:
-    from ..search.commands import _each, refuse_with_resume
-    if args.stop_after is not None and args.stop_after < 1:
-        raise _user_error(f"--stop-after must be >= 1, got {args.stop_after}")
-    datasets: dict = {}             # loaded once for all the runs that read them
-    if args.resume:
-        refuse_with_resume(args, _RESUME_OK)
-        if len({Path(d).resolve() for d in args.resume}) < len(args.resume):
-            raise _user_error("--resume: a run directory is named twice")
-        jobs = _each(args.resume, lambda d: _resumed(args, d, datasets))
-    else:
-        seeds = _seeds(args)
-        jobs = _each(seeds, lambda seed: _fresh(args, seed, datasets))
-    for what in ("device", "deterministic"):       # one process runs them together
-        if len({getattr(j, what) for j in jobs}) > 1:
-            for job in jobs:
-                job.run.close()
-            raise _user_error(f"--resume: the runs differ in {what}; resume them one by one")
-    for job in jobs:            # every run checked: now note the resumes
-        if job.config is not None:
-            job.run.write_config(job.config)
-    return _run(jobs, args)
-
-
-def _seeds(args) -> list[int]:
-    from ..search.rundir import RunDir
-    if args.seed is not None and args.seeds:
-        raise _user_error("give --seed or --seeds, not both")
-    seeds = args.seeds or [0 if args.seed is None else args.seed]
-    if min(seeds) < 0:
-        raise _user_error(f"--seed{'s' if args.seeds else ''} must be >= 0, got {min(seeds)}")
-    if len(set(seeds)) < len(seeds):
-        raise _user_error(f"--seeds: a seed is given twice ({' '.join(map(str, seeds))})")
-    if len(seeds) > 1 and args.out and "{seed}" not in args.out:
-        raise _user_error(f"--out {args.out}: with several seeds the path needs {{seed}}, e.g. "
-                          f"--out runs/darts-v2-s{{seed}}")
-    if args.out:                        # every folder is free before any is made
-        for seed in seeds:
-            RunDir.check_free(args.out.replace("{seed}", str(seed)))
-    return seeds
+    from ..search.commands import jobs_to_run
+    return _run(jobs_to_run(args, _RESUME_OK, _resumed, _fresh, "runs/darts-v2-s{seed}"), args)
 
 
 def _fresh(args, seed: int, datasets: dict) -> _Job:
@@ -442,40 +405,22 @@ def _run(jobs: list[_Job], args) -> int:
     """Train every job (several in lockstep, one CUDA stream each), then summarise each and,
     for several, their mean and spread. The exit code is 128 + the signal's number when a
     signal stopped them."""
-    from contextlib import ExitStack
-    from functools import partial
-
     from ..genotype import to_dict
-    from ..search.commands import _stop_signals
-    from ..search.lockstep import Lockstep
+    from ..search.commands import run_together
     from .trainer import train
 
-    several = len(jobs) > 1
-    for job in jobs:
-        print(f"run directory: {job.run.path}", file=sys.stderr)
-
-    def one(job: _Job, should_stop, pass_baton=None):
-        log = None
-        if several:                                     # every line says whose it is
-            name = job.run.path.name
-            log = lambda line: print(f"[{name}] {line}", file=sys.stderr, flush=True)  # noqa: E731
+    def run_one(job: _Job, should_stop, log, pass_baton):
         return train(job.ir, job.genotype, job.recipe, job.train, job.test, job.run,
                      device=job.device, seed=job.seed, deterministic=job.deterministic,
                      channels_last=job.channels_last, precision=job.precision,
                      compile_model=args.compile_model, resume_state=job.resume_state,
-                     progress=not (args.no_progress or several), stop_after=args.stop_after,
+                     progress=not args.no_progress and log is None, stop_after=args.stop_after,
                      eval_every=job.eval_every,
                      checkpoint_every=60.0 * args.checkpoint_minutes or None,
                      should_stop=should_stop, log=log, after_iteration=pass_baton)
 
-    with ExitStack() as stack:
-        for job in jobs:
-            stack.enter_context(job.run)
-        should_stop = stack.enter_context(_stop_signals([j.run.path for j in jobs], "train"))
-        if several:
-            results = Lockstep(jobs[0].device).run([partial(one, j, should_stop) for j in jobs])
-        else:
-            results = [one(jobs[0], should_stop)]
+    results = run_together(jobs, run_one, "train")
+    several = len(jobs) > 1
     errors = [r for r in results if isinstance(r, BaseException)]
     for job, result in zip(jobs, results):
         if not isinstance(result, BaseException):
