@@ -91,9 +91,9 @@ class DropPath(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and self.active):
             return x
-        keep = 1.0 - self.p.to(x.dtype)
-        mask = torch.rand(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype) < keep
-        return x * (mask.to(x.dtype) / keep)
+        keep = 1.0 - self.p            # float32 even under bf16 autocast: an exact rate
+        mask = torch.rand(x.size(0), 1, 1, 1, device=x.device, dtype=keep.dtype) < keep
+        return x * (mask / keep).to(x.dtype)
 
 
 class DiscreteCell(_CellBase):
