@@ -208,7 +208,12 @@ def _parse_bool(text: str) -> bool:
 def _schedule_value(key: str, text: Any):
     """Convert ``text`` to the type of Schedule field ``key``."""
     from ..methods.spec import Schedule
-    default = getattr(Schedule(), key)
+    return typed_value(getattr(Schedule(), key), text, f"schedule field {key}")
+
+
+def typed_value(default, text: Any, what: str):
+    """``text`` (a command-line word, or a TOML value) as the type of ``default``; a value of
+    another type is a user error that names ``what``."""
     try:
         if isinstance(default, bool):
             return text if isinstance(text, bool) else _parse_bool(text)
@@ -230,7 +235,7 @@ def _schedule_value(key: str, text: Any):
         return str(text)
     except (TypeError, ValueError):
         kind = type(default).__name__
-        raise _user_error(f"schedule field {key}: expected {kind}"
+        raise _user_error(f"{what}: expected {kind}"
                           f"{' pair' if kind == 'tuple' else ''}, got {text!r}") from None
 
 

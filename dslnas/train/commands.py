@@ -126,7 +126,7 @@ def resolve_recipe(name: str, sets: list[str] | None, network_params: dict, *,
     """The recipe ``name`` with ``--set`` applied, and the network overrides
     (``recipe.network`` plus the ``--set`` network parameters)."""
     from .recipes import RECIPES, recipe_fields
-    from ..search.commands import _did_you_mean, _parse_bool
+    from ..search.commands import _did_you_mean, typed_value
 
     if name not in RECIPES:
         raise _user_error(f"unknown recipe {name!r}{_did_you_mean(name, RECIPES)}; choose one "
@@ -145,12 +145,7 @@ def resolve_recipe(name: str, sets: list[str] | None, network_params: dict, *,
         if not sep or not key:
             raise _user_error(f"--set expects KEY=VALUE, got {pair!r}")
         if key in fields:
-            kind = type(getattr(recipe, key))
-            try:
-                changes[key] = _parse_bool(text) if kind is bool else kind(text)
-            except ValueError:
-                raise _user_error(f"--set {key}: expected {kind.__name__}, got {text!r}") \
-                    from None
+            changes[key] = typed_value(getattr(recipe, key), text, f"--set {key}")
         elif key in network_params:
             try:
                 network[key] = int(text)
