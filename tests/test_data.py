@@ -91,6 +91,23 @@ def make_fake_cifar100(root: Path, n: int = 6, n_test: int = 2, seed=1):
     return train, labels, test, test_labels
 
 
+def make_fake_svhn(root: Path, n: int = 7, n_test: int = 3, seed=2):
+    """Writes root/train_32x32.mat and test_32x32.mat as the official files lay them out:
+    X (32, 32, 3, N) uint8, y (N, 1) with the digit 0 labelled 10. Returns the NHWC images
+    and labels 1..10 of both splits."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, k in (("train_32x32.mat", n), ("test_32x32.mat", n_test)):
+        img = rng.integers(0, 256, (k, 32, 32, 3), dtype=np.uint8)
+        y = np.concatenate([[10, 1], rng.integers(1, 11, k - 2)]).astype(np.uint8)
+        savemat(root / name, {"X": img.transpose(1, 2, 3, 0), "y": y[:, None]})
+        out += [img, y]
+    return out
+
+
 def make_tarball(src_root: Path, folder: str, dest: Path) -> str:
     with tarfile.open(dest, "w:gz") as tar:
         tar.add(src_root / folder, arcname=folder)
@@ -143,6 +160,54 @@ def test_cifar100_loads_fake_folder(tmp_path):
     assert ds.train_y.tolist() == labels.tolist() and ds.test_y.tolist() == test_labels.tolist()
     assert np.array_equal(ds.train_x.numpy(), train.transpose(0, 3, 1, 2))
     assert ds.mean == pytest.approx((0.5071, 0.4865, 0.4409))
+
+
+def test_svhn_loads_the_official_mat_layout(tmp_path):
+    train, labels, test, test_labels = make_fake_svhn(tmp_path)
+    ds = load_dataset("svhn", tmp_path, download=False)
+    assert ds.name == "svhn" and ds.num_classes == 10 and ds.in_channels == 3
+    assert ds.train_x.shape == (7, 3, 32, 32) and ds.train_x.dtype == torch.uint8
+    assert ds.test_x.shape == (3, 3, 32, 32) and ds.train_y.dtype == torch.int64
+    # NCHW with channel 0 = R; the files' label 10 is the digit 0
+    assert np.array_equal(ds.train_x.numpy(), train.transpose(0, 3, 1, 2))
+    assert np.array_equal(ds.test_x.numpy(), test.transpose(0, 3, 1, 2))
+    assert ds.train_y.tolist() == [0 if v == 10 else int(v) for v in labels]
+    assert ds.train_y[0] == 0 and ds.train_y[1] == 1
+    assert ds.test_y.tolist() == [0 if v == 10 else int(v) for v in test_labels]
+    assert ds.mean == pytest.approx((0.4377, 0.4438, 0.4728))     # R-DARTS' constants
+    assert ds.std == pytest.approx((0.1980, 0.2010, 0.1970))
+    assert load_dataset("SVHN", tmp_path, norm="nb201", download=False).mean == ds.mean
+
+
+def test_svhn_missing_corrupt_and_downloaded(tmp_path, monkeypatch):
+    monkeypatch.setattr(ds_mod, "_download", lambda *a, **k: pytest.fail("downloaded"))
+    with pytest.raises(DataError, match="no file .*train_32x32.mat") as e:
+        load_dataset("svhn", tmp_path / "none", download=False)
+    assert "test_32x32.mat" in str(e.value) and "ufldl.stanford.edu" in str(e.value)
+
+    make_fake_svhn(tmp_path / "good")
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "good", bad)
+    (bad / "test_32x32.mat").write_bytes(b"MATLAB 5.0 truncated")
+    with pytest.raises(DataError, match="test_32x32.mat is corrupt"):
+        load_dataset("svhn", bad, download=False)
+
+    # a missing file is fetched from the official address and its md5 checked
+    calls = []
+
+    def fetch(url, dest, timeout=None):
+        calls.append(url)
+        shutil.copy(tmp_path / "good" / dest.name, dest)
+
+    monkeypatch.setattr(ds_mod, "_download", fetch)
+    (bad / "test_32x32.mat").unlink()
+    with pytest.raises(DataError, match="md5"):
+        load_dataset("svhn", bad)
+    assert not (bad / "test_32x32.mat").exists()    # the corrupt download is not kept
+    md5 = hashlib.md5((tmp_path / "good" / "test_32x32.mat").read_bytes()).hexdigest()
+    monkeypatch.setitem(ds_mod.SVHN_FILES, "test", ("test_32x32.mat", md5))
+    assert load_dataset("svhn", bad).test_x.shape == (3, 3, 32, 32)
+    assert calls == ["http://ufldl.stanford.edu/housenumbers/test_32x32.mat"] * 2
 
 
 def test_unknown_dataset_is_data_error():

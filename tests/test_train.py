@@ -144,6 +144,30 @@ def test_train_learns_digits_from_the_cli(tmp_path, capsys):
         **{**RECIPES["nb201"].to_dict(), "epochs": 6}), e) for e in range(6)]
 
 
+def test_svhn_search_then_train_picks_the_8_cell_recipe(tmp_path, capsys):
+    """S3 searched on SVHN (R-DARTS' setting); its run trains on SVHN with `rdarts`."""
+    from test_data import make_fake_svhn
+
+    make_fake_svhn(tmp_path / "svhn", n=40, n_test=8)
+    search = tmp_path / "search"
+    small = ["--set", "C=4", "--set", "L=3", "--no-progress"]
+    code, _, err = run(capsys, "search", SPACES / "s3.nas", "--method", "darts", "--epochs", "1",
+                       "--dataset", "svhn", "--data", tmp_path / "svhn", "--batch-size", "8",
+                       "--out", search, *small)
+    assert code == 0, err
+    out = tmp_path / "train"
+    code, stdout, err = run(capsys, "train", search, "--epochs", "1", "--batch-size", "8",
+                            "--out", out, *small)
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe"]["name"] == "rdarts" and config["recipe"]["auxiliary"] == 0.4
+    assert config["dataset"]["name"] == "svhn" and config["dataset"]["train_images"] == 40
+    assert config["dataset"]["root"] == str((tmp_path / "svhn").resolve())
+    assert default_recipe("darts", "cifar100") == "rdarts"
+    assert default_recipe("darts", "cifar10") == "darts"
+    assert default_recipe("nb201", "svhn") == "nb201"
+
+
 def test_a_search_run_directory_trains_its_genotype_in_its_space(tmp_path, capsys):
     search = tmp_path / "search"
     code, searched, err = run(capsys, "search", NB201, "--method", "darts", "--epochs", "1",

@@ -50,6 +50,7 @@ __all__ = [
     "Neumann",
     "Amended",
     "hvp",
+    "hessian",
     "mixed_vp",
     "finite_difference_mixed",
 ]
@@ -160,6 +161,26 @@ class _HessianOperator:
         # vec is detached: we want H·v, not a graph through v
         inner = _dot(self.grads, [v.detach() for v in vec])
         return [h.detach() for h in _grad(inner, self.params, retain_graph=True)]
+
+
+def hessian(loss_fn: Callable[[], Tensor], params: Sequence[Tensor],
+            entries: Sequence[Tensor] | None = None, hold: Sequence[Tensor] = ()) -> Tensor:
+    """The dense Hessian of ``loss_fn()`` w.r.t. the selected entries of ``params``: one
+    H·e_i per entry over one retained graph. ``entries``: a boolean mask per parameter
+    (default: every entry), flattened in order; ``hold``: tensors held constant in the
+    forward (the weights, when only the architecture's curvature is wanted)."""
+    params = list(params)
+    masks = [torch.ones_like(p, dtype=torch.bool) if m is None else m.to(p.device).bool()
+             for p, m in zip(params, entries or [None] * len(params))]
+    with _constant(hold):
+        op = _HessianOperator(loss_fn, params)
+    index = [(k, i) for k, m in enumerate(masks) for i in m.flatten().nonzero().flatten().tolist()]
+    cols = []
+    for k, i in index:
+        vec = [torch.zeros_like(p) for p in params]
+        vec[k].view(-1)[i] = 1.0
+        cols.append(torch.cat([h[m] for h, m in zip(op(vec), masks)]))
+    return torch.stack(cols, dim=1) if cols else torch.zeros(0, 0)
 
 
 def mixed_vp(loss_fn: Callable[[], Tensor], weights: Sequence[Tensor], alphas: Sequence[Tensor],

@@ -6,7 +6,8 @@ Parts (each resolved by name in its own module):
   transforms     partial_channels | node_norm | random_features | progressive
                                                                  (dslnas.methods.transforms)
   discretizer    rule | decorrelation                            (dslnas.methods.discretizers)
-  schedule       epochs, batch size, optimisers, warm-up, split  (below)
+  schedule       epochs, batch size, optimisers, warm-up, split,
+                 curvature tracking and DARTS-ES                 (below)
 
 Defaults come from ../shared/reference/methods.md; ``space_defaults`` holds the per-space values
 (keyed by the space family: "nb201" for 1-input argmax spaces, "darts" for the DARTS-like ones).
@@ -36,6 +37,13 @@ class Schedule:
     inner_steps: int = 1            # weight steps per architecture step (iDARTS-Zhang's T)
     split: str = "half"             # "half" (DARTS) | "random" (NB201-style fixed 25k/25k)
     order: str = "arch_first"       # "arch_first" (DARTS code) | "weights_first" (AutoDL NB201)
+    # RobustDARTS' curvature diagnostic and DARTS-ES (dslnas.search.curvature)
+    hessian_every: int = 0          # measure the dominant eigenvalue of ∇²_α L_val every N epochs
+    early_stop: bool = False        # DARTS-ES: stop when that eigenvalue has grown (below)
+    es_window: int = 5              # local-average window (odd)
+    es_delta: int = 4               # compare with the local average this many values earlier
+    es_factor: float = 1.3          # stop when the newer average exceeds the older by this
+    es_start: int = 11              # never return a genotype from before this epoch
 
 
 @attrs.frozen

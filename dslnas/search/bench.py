@@ -496,12 +496,12 @@ def add_command(subparsers) -> None:
                    help="override a part option, schedule field or network parameter, as for "
                         "`dslnas search` (see below)")
     b.add_argument("--dataset", help="synthetic (default: random CIFAR-10-shaped batches) | "
-                                     "cifar10 | cifar100 | digits")
+                                     "cifar10 | cifar100 | svhn | digits")
     b.add_argument("--data", metavar="DIR",
                    help=f"dataset folder for a real dataset (default {DEFAULT_DATA}); "
                         f"implies --dataset cifar10 when --dataset is not given")
     b.add_argument("--no-download", action="store_true",
-                   help="never download CIFAR; fail if it is not in --data")
+                   help="never download the dataset; fail if it is not in --data")
     b.add_argument("--channels-last", action="store_true",
                    help="supernet and batches in channels-last memory format")
     add_speed_flags(b)

@@ -23,7 +23,7 @@ __all__ = ["add_commands", "resolve_method", "method_from_dict", "method_to_dict
            "split_sets", "SET_HELP"]
 
 DEFAULT_DATA = "~/.cache/dslnas/data"
-DATASET_SHAPES = {"cifar10": (3, 10), "cifar100": (3, 100), "digits": (3, 10)}  # channels, classes
+DATASET_SHAPES = {"cifar10": (3, 10), "cifar100": (3, 100), "svhn": (3, 10), "digits": (3, 10)}  # channels, classes
 
 SET_HELP = """\
 --set KEY=VALUE (repeatable) is read by this rule, first match wins:
@@ -31,13 +31,15 @@ SET_HELP = """\
                       transform's name, e.g. hypergradient.K=3, partial_channels.K=2
   2. a schedule field epochs, batch_size, w_lr, w_lr_min, w_momentum, w_nesterov,
                       w_weight_decay, grad_clip, a_lr, a_betas, a_weight_decay,
-                      warmup_epochs, inner_steps, split, order   (e.g. w_lr=0.01)
+                      warmup_epochs, inner_steps, split, order, hessian_every,
+                      early_stop, es_window, es_delta, es_factor, es_start
+                      (e.g. w_lr=0.01)
   3. a network parameter of the space (e.g. C=8, N=1; also classes, in_channels)
   4. OPTION           an option that exactly one part of the method has (e.g. K=2 for
                       pc-darts' partial_channels or idarts-ift's Neumann series)
 Values: integers for network parameters; schedule fields by their type (true/false for
 booleans, a_betas=0.5,0.999); part options as Python/TOML literals (2, 0.01, [4, 2], true).
---epochs, --batch-size and --split win over --set, which wins over --method-file, which wins
+--epochs, --batch-size, --split, --hessian-every and --early-stop win over --set, which wins over --method-file, which wins
 over the method's per-space defaults (dslnas methods).
 
 --method-file FILE.toml describes a custom combination of parts, on top of --method (or of
@@ -125,10 +127,10 @@ def add_commands(subparsers) -> None:
     s.add_argument("space", nargs="?", help="a .nas file (not needed with --resume)")
     s.add_argument("--method", "-m", help="a method name (see `dslnas methods`)")
     s.add_argument("--method-file", metavar="SPEC.toml", help="a custom combination of parts")
-    s.add_argument("--dataset", help="cifar10 (default) | cifar100 | digits (offline, tiny)")
+    s.add_argument("--dataset", help="cifar10 (default) | cifar100 | svhn | digits (offline, tiny)")
     s.add_argument("--data", metavar="DIR", help=f"dataset folder (default {DEFAULT_DATA})")
     s.add_argument("--no-download", action="store_true",
-                   help="never download CIFAR; fail if it is not in --data")
+                   help="never download the dataset; fail if it is not in --data")
     s.add_argument("--epochs", type=_nonneg_int("--epochs"), help="override the schedule")
     s.add_argument("--batch-size", type=_nonneg_int("--batch-size"),
                    help="override the schedule")
@@ -145,6 +147,13 @@ def add_commands(subparsers) -> None:
                                    "split into weight and architecture halves")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a part option, schedule field or network parameter (see below)")
+    s.add_argument("--hessian-every", type=_nonneg_int("--hessian-every"), metavar="N",
+                   help="log the dominant eigenvalue of the validation loss's Hessian in the "
+                        "architecture (RobustDARTS) after epoch 1 and every N epochs after it")
+    s.add_argument("--early-stop", action="store_true",
+                   help="DARTS-ES: stop when that eigenvalue has grown by es_factor (1.3) and "
+                        "return the genotype from before the growth (implies --hessian-every 2 "
+                        "unless given; thresholds: --set es_window/es_delta/es_factor/es_start)")
     s.add_argument("--benchmark", metavar="TABLE.csv",
                    help="an NB201 accuracy table: look the genotype up every epoch")
     s.add_argument("--out", metavar="DIR",
@@ -413,12 +422,25 @@ def _validate_schedule(s) -> None:
         problems.append(f"split must be one of {', '.join(SPLITS)}, got {s.split!r}")
     if s.order not in ("arch_first", "weights_first"):
         problems.append(f"order must be arch_first or weights_first, got {s.order!r}")
+    if s.hessian_every < 0:
+        problems.append(f"hessian_every must be >= 0, got {s.hessian_every}")
+    if s.early_stop and s.hessian_every < 1:
+        problems.append("early_stop watches the curvature: it needs hessian_every >= 1")
+    if s.es_window < 1 or s.es_window % 2 == 0:
+        problems.append(f"es_window must be an odd number >= 1, got {s.es_window}")
+    if s.es_delta < 1:
+        problems.append(f"es_delta must be >= 1, got {s.es_delta}")
+    if not 0 < s.es_factor < float("inf"):
+        problems.append(f"es_factor must be a finite number > 0, got {s.es_factor}")
+    if s.es_start < 1:
+        problems.append(f"es_start must be >= 1, got {s.es_start}")
     if problems:
         raise _user_error("bad schedule: " + "; ".join(problems))
 
 
 def resolve_method(name: str | None, method_file: str | None, sets: list[str] | None,
-                   family: str, network_params, *, epochs=None, batch_size=None, split=None):
+                   family: str, network_params, *, epochs=None, batch_size=None, split=None,
+                   hessian_every=None, early_stop=None):
     """The method to run: base method or file, per-family defaults, file schedule, --set, flags.
 
     Returns ``(method, network_overrides, record)`` where ``record`` says what was overridden.
@@ -461,8 +483,12 @@ def resolve_method(name: str | None, method_file: str | None, sets: list[str] | 
     for slot, key, value in part_opts:
         method = _set_part_option(method, slot, key, value)
     flags = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size),
-                               ("split", split)) if v is not None}
+                               ("split", split), ("hessian_every", hessian_every),
+                               ("early_stop", early_stop or None)) if v is not None}
     schedule = attrs.evolve(method.schedule, **{**file_schedule, **sched_sets, **flags})
+    if early_stop and schedule.hessian_every == 0:    # R-DARTS' scripts measure every 2 epochs
+        flags["hessian_every"] = 2
+        schedule = attrs.evolve(schedule, hessian_every=2)
     _validate_schedule(schedule)
     method = attrs.evolve(method, schedule=schedule)
     record = {"schedule": {**file_schedule, **sched_sets, **flags},
@@ -699,7 +725,8 @@ def _fresh_job(args, seed: int, datasets: dict) -> _Job:
     family = space_family(ir0)
     method, network, record = resolve_method(
         args.method, args.method_file, args.set, family, dict(ir0.params),
-        epochs=args.epochs, batch_size=args.batch_size, split=args.split)
+        epochs=args.epochs, batch_size=args.batch_size, split=args.split,
+        hessian_every=args.hessian_every, early_stop=args.early_stop)
     norm = "nb201" if family == "nb201" else "darts"
     network = network_for(network, dataset)
     ir = compile_file(space_file, network)
@@ -913,6 +940,11 @@ def _summary(result, method, ir, run) -> None:
     lines = [f"search {status}: space {ir.name}, method {method.name}, "
              f"{result.epochs}/{method.schedule.epochs} epochs, {result.seconds:.1f} s",
              f"genotype:  {text}"]
+    es = result.early_stop
+    if es:
+        lines.insert(1, f"DARTS-ES stopped it after epoch {es['epoch']}: the curvature's local "
+                        f"average grew {es['ratio']:.2f}x since epoch {es['genotype_epoch']}, "
+                        f"whose genotype it returns")
     if result.benchmark:
         lines.append("benchmark: " + ", ".join(f"{k} {v:.2f}" for k, v in result.benchmark.items()))
     elif result.history and "benchmark_error" in result.history[-1]:
@@ -925,7 +957,7 @@ def _summary(result, method, ir, run) -> None:
     print("\n".join(lines))
     run.write_summary({"finished": result.finished, "epochs": result.epochs,
                        "seconds": result.seconds, "genotype": text,
-                       "benchmark": result.benchmark})
+                       "benchmark": result.benchmark, "early_stop": es})
 
 
 # ============================================================================================
@@ -942,6 +974,11 @@ def _schedule_brief(s) -> str:
     if s.inner_steps != 1:
         bits.append(f"T={s.inner_steps} weight steps per α step")
     bits.append(f"split {s.split}, {s.order.replace('_', ' ')}")
+    if s.hessian_every:
+        bits.append(f"∇²_α L_val eigenvalue every {s.hessian_every} epochs")
+    if s.early_stop:
+        bits.append(f"DARTS-ES (window {s.es_window}, delta {s.es_delta}, factor "
+                    f"{s.es_factor:g}, from epoch {s.es_start})")
     return ", ".join(bits)
 
 

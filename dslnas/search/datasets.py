@@ -1,5 +1,5 @@
-"""Datasets for the search: CIFAR-10, CIFAR-100 (standard python pickles) and a tiny offline
-``digits`` set (scikit-learn's 8x8 digits, upsampled to 3x16x16) for quick runs and tests.
+"""Datasets for the search: CIFAR-10, CIFAR-100 (standard python pickles), SVHN (the official
+``*_32x32.mat`` files, torchvision's layout) and a tiny offline ``digits`` set (scikit-learn's 8x8 digits, upsampled to 3x16x16) for quick runs and tests.
 
 Everything is loaded once into uint8 tensors (N x C x H x W); the loader in
 :mod:`dslnas.search.loader` moves them to the compute device and augments there.
@@ -28,6 +28,7 @@ __all__ = [
     "DATASETS",
     "NORMS",
     "CIFAR_SOURCES",
+    "SVHN_FILES",
 ]
 
 
@@ -39,7 +40,7 @@ class DataError(Exception):
 # normalisation constants (reference/spaces.md 1.9, 2.6, 2.7, 3.5)
 # --------------------------------------------------------------------------------------------
 # "darts": the DARTS/PC-DARTS/DrNAS/R-DARTS code's constants (DrNAS uses them on NB201 too).
-# "nb201": AutoDL's get_datasets constants (x/255).
+# "nb201": AutoDL's get_datasets constants (x/255). SVHN: R-DARTS' under both (AutoDL has none).
 NORMS: dict[str, dict[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
     "cifar10": {
         "darts": ((0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768)),
@@ -54,6 +55,10 @@ NORMS: dict[str, dict[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
             tuple(v / 255 for v in (129.3, 124.1, 112.4)),
             tuple(v / 255 for v in (68.2, 65.4, 70.4)),
         ),
+    },
+    "svhn": {
+        "darts": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+        "nb201": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
     },
 }
 _NORM_NAMES = ("darts", "nb201")
@@ -259,6 +264,78 @@ def _load_cifar(name: str, root, norm: str, download: bool, timeout: float) -> D
 
 
 # --------------------------------------------------------------------------------------------
+# SVHN: the official .mat files (train 73,257 and test 26,032 images; no `extra`, as R-DARTS)
+# --------------------------------------------------------------------------------------------
+SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
+SVHN_FILES = {  # split: (file, md5)
+    "train": ("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
+    "test": ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
+}
+
+
+def _svhn_how_to(root: Path) -> str:
+    files = [f for f, _ in SVHN_FILES.values()]
+    return (
+        f"Put the SVHN cropped-digit files {' and '.join(files)} (the 32x32 format, as "
+        f"torchvision's SVHN stores them) directly in {root}/. Get them from {SVHN_URL}, e.g. "
+        f"`wget -P {root} {SVHN_URL}{files[0]} {SVHN_URL}{files[1]}`."
+    )
+
+
+def _ensure_svhn_file(root: Path, name: str, md5: str, download: bool, timeout: float) -> Path:
+    path = root / name
+    if path.is_file():
+        return path
+    if not download:
+        raise DataError(f"SVHN not found: no file {path}. " + _svhn_how_to(root))
+    url = SVHN_URL + name
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _download(url, path, timeout)
+    except Exception as e:  # any network/file failure becomes a user-facing message
+        raise DataError(f"SVHN not found: no file {path}, and downloading {url} failed "
+                        f"({type(e).__name__}: {e}). " + _svhn_how_to(root)) from None
+    got = _md5(path)
+    if got != md5:
+        path.unlink()
+        raise DataError(f"the download of {url} is corrupt (md5 {got}, expected {md5}); it was "
+                        f"deleted. Try again. " + _svhn_how_to(root))
+    return path
+
+
+def _read_svhn(path: Path, root: Path):
+    from scipy.io import loadmat  # scikit-learn's dependency; only SVHN needs it
+
+    try:
+        d = loadmat(path)
+        x, y = np.asarray(d["X"]), np.asarray(d["y"]).reshape(-1)
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
+            raise ValueError(f"expected 'X' of uint8 (32, 32, 3, N) and N labels, got 'X' "
+                             f"{x.dtype} {x.shape} and {len(y)} labels")
+        if len(y) and (int(y.min()) < 1 or int(y.max()) > 10):
+            raise ValueError("labels outside 1..10")
+    except Exception as e:  # loadmat fails in many ways on a truncated or foreign file
+        raise DataError(f"SVHN: {path} is corrupt or not an SVHN 32x32 file "
+                        f"({type(e).__name__}: {e}). Delete it and try again. "
+                        + _svhn_how_to(root)) from None
+    # the files label the digit 0 as 10; (H, W, C, N) -> (N, C, H, W)
+    y = np.where(y == 10, 0, y).astype(np.int64)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1))), torch.from_numpy(y)
+
+
+def _load_svhn(root, norm: str, download: bool, timeout: float) -> Dataset:
+    if root is None:
+        raise DataError("SVHN needs a data root folder. " + _svhn_how_to(Path("DATA_ROOT")))
+    root = Path(root).expanduser()
+    paths = {split: _ensure_svhn_file(root, name, md5, download, timeout)
+             for split, (name, md5) in SVHN_FILES.items()}
+    train_x, train_y = _read_svhn(paths["train"], root)
+    test_x, test_y = _read_svhn(paths["test"], root)
+    mean, std = NORMS["svhn"][norm]
+    return Dataset("svhn", train_x, train_y, test_x, test_y, 10, mean, std)
+
+
+# --------------------------------------------------------------------------------------------
 # digits (offline, tiny)
 # --------------------------------------------------------------------------------------------
 DIGITS_TRAIN = 1437  # of 1797; the remaining 360 are the test set
@@ -287,7 +364,7 @@ def _load_digits(norm: str) -> Dataset:
 
 
 # --------------------------------------------------------------------------------------------
-DATASETS = ("cifar10", "cifar100", "digits")
+DATASETS = ("cifar10", "cifar100", "svhn", "digits")
 
 
 def load_dataset(
@@ -298,12 +375,13 @@ def load_dataset(
     download: bool = True,
     timeout: float = DOWNLOAD_TIMEOUT_S,
 ) -> Dataset:
-    """Load ``name`` (``cifar10``, ``cifar100`` or ``digits``) from ``root``.
+    """Load ``name`` (``cifar10``, ``cifar100``, ``svhn`` or ``digits``) from ``root``.
 
     ``norm`` picks the normalisation constants: ``"darts"`` (DARTS code, default) or ``"nb201"``
     (AutoDL/NB201). CIFAR folders missing from ``root`` are extracted from the archive there
-    (md5-checked) or, if ``download``, fetched from the official address first. ``digits``
-    ignores ``root``. Raises :class:`DataError` for anything the user must fix.
+    (md5-checked) or, if ``download``, fetched from the official address first; SVHN's two
+    ``.mat`` files are read from ``root`` itself (downloaded and md5-checked if missing).
+    ``digits`` ignores ``root``. Raises :class:`DataError` for anything the user must fix.
     """
     key = name.lower().replace("-", "").replace("_", "")
     if key not in DATASETS:
@@ -312,4 +390,6 @@ def load_dataset(
         raise DataError(f"unknown normalisation {norm!r}; choose one of {', '.join(_NORM_NAMES)}")
     if key == "digits":
         return _load_digits(norm)
+    if key == "svhn":
+        return _load_svhn(root, norm, download, timeout)
     return _load_cifar(key, root, norm, download, timeout)

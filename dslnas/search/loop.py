@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..genotype import Genotype, GenotypeError, to_dict, to_nb201_string
+from ..genotype import Genotype, GenotypeError, from_dict, to_dict, to_nb201_string
 from ..ir.model import SpaceIR
 from ..methods import hypergrad as hg
 from ..methods.spec import MethodSpec, Part, instantiate
@@ -255,6 +255,10 @@ def check_method(ir: SpaceIR, method: MethodSpec) -> None:
     divides the widths), and the relaxation's strengths give a genotype of this space."""
     import warnings
     parts = make_parts(method)
+    if method.schedule.hessian_every and parts.relaxation.samples:
+        raise MethodError(f"method {method.name!r}: its relaxation {method.relaxation} samples "
+                          f"the edge weights, so the validation loss has no Hessian in α to "
+                          f"track (hessian_every, early_stop need a deterministic relaxation)")
     rng = torch.get_rng_state()
     try:
         with warnings.catch_warnings():     # the real build warns once more, in the run
@@ -287,6 +291,7 @@ class SearchResult:
     finished: bool                           # False when stopped early (stop_after)
     run_dir: Path
     interrupted: str | None = None           # why should_stop stopped it (e.g. "SIGTERM")
+    early_stop: dict | None = None           # DARTS-ES' decision, when it stopped the search
 
 
 # ============================================================================================
@@ -338,6 +343,7 @@ class Searcher:
         self.in_epoch: dict | None = None   # a resumed save's place inside the next epoch
         self.global_step = 0      # weight steps completed (iterations unless inner_steps > 1)
         self.elapsed = 0.0        # seconds of search, over all sessions
+        self.early_stopped: dict | None = None    # DARTS-ES' decision (curvature.darts_es)
         self._build_optimisers()
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.w_opt, T_max=max(1, self.schedule.epochs), eta_min=self.schedule.w_lr_min)
@@ -595,6 +601,12 @@ class Searcher:
             return {k: v.detach().float().cpu()
                     for k, v in self.relaxation.strengths(self.supernet, self.extra).items()}
 
+    def dominant_eigenvalue(self, data: SearchData) -> float:
+        """The largest eigenvalue of ∇²_α L_val on the first held-out val batch, as RobustDARTS
+        tracks it (:mod:`.curvature`); the search's state and random stream are untouched."""
+        from .curvature import arch_hessian, dominant_eigenvalue
+        return dominant_eigenvalue(arch_hessian(self, next(_heldout_batches(data, 1))))
+
     def alphas(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.supernet.alphas.items()}
 
@@ -643,6 +655,7 @@ class Searcher:
             "stages": _stages(self.transforms),
             "fused": self.is_fused,
             "data": data.state_dict() if data is not None else None,
+            "early_stopped": self.early_stopped,
             "rng": ckpt.rng_state(),
         }
 
@@ -672,6 +685,7 @@ class Searcher:
         self.epoch = int(state["epoch"])
         self.global_step = int(state.get("global_step", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
+        self.early_stopped = state.get("early_stopped")
         self.in_epoch = _in_epoch(state.get("in_epoch"), where)
         if self.in_epoch is not None:           # a save taken inside epoch self.epoch + 1
             with torch.no_grad():
@@ -729,6 +743,32 @@ def _lookup(benchmark, genotype: Genotype) -> tuple[dict | None, str | None]:
         return None, str(e)
 
 
+def _curvature(s: "Searcher", data: SearchData, history: list[dict]) -> dict:
+    """After epoch ``s.epoch``: its record's ``hessian_eig`` when the schedule measures the
+    curvature then, and ``early_stop`` when DARTS-ES stops the search there (its decision is
+    kept in ``s.early_stopped``, with the genotype it returns)."""
+    from .curvature import darts_es, measured_at
+    sch = s.schedule
+    if not measured_at(s.epoch, sch.hessian_every, sch.epochs):
+        return {}
+    out = {"hessian_eig": s.dominant_eigenvalue(data)}
+    if not sch.early_stop or s.epoch >= sch.epochs:
+        return out
+    values = [(r["epoch"], r["hessian_eig"]) for r in history if "hessian_eig" in r]
+    hit = darts_es(values + [(s.epoch, out["hessian_eig"])], window=sch.es_window,
+                   delta=sch.es_delta, factor=sch.es_factor, start=sch.es_start)
+    if hit is not None:
+        epoch, ratio = hit
+        out["early_stop"] = {"epoch": s.epoch, "genotype_epoch": epoch, "ratio": ratio}
+        genotype = next(r["genotype"] for r in history if r["epoch"] == epoch)
+        s.early_stopped = {**out["early_stop"], "genotype": genotype}
+    return out
+
+
+def _without_genotype(decision: dict | None) -> dict | None:
+    return None if decision is None else {k: v for k, v in decision.items() if k != "genotype"}
+
+
 def _fmt(v, spec: str = ".3f", missing: str = "-") -> str:
     return missing if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
@@ -741,6 +781,10 @@ def epoch_line(rec: dict) -> str:
              f"lr {rec['lr']:.4g}"]
     if rec.get("arch_frozen"):
         parts.append("α frozen")
+    if rec.get("hessian_eig") is not None:
+        parts.append(f"λmax {rec['hessian_eig']:.4g}")
+    if rec.get("early_stop"):
+        parts.append(f"DARTS-ES: stop, genotype of epoch {rec['early_stop']['genotype_epoch']}")
     if rec.get("nb201"):
         parts.append(rec["nb201"])
     if rec.get("benchmark"):
@@ -838,7 +882,7 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
         genotype = None
         interrupted = None
         try:
-            while s.epoch < last:
+            while s.epoch < last and s.early_stopped is None:
                 t0 = time.perf_counter()
                 s.begin_epoch()
                 frozen = s.arch_frozen(s.epoch)
@@ -862,6 +906,7 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                 genotype = s.genotype(data)
                 geno_json, nb201 = _genotype_record(genotype)
                 bench, bench_err = _lookup(benchmark, genotype)
+                curvature = _curvature(s, data, history)
                 seconds = clock["seconds"] + time.perf_counter() - t0
                 s.elapsed += seconds
                 rec = {"epoch": s.epoch, "epochs": epochs, **m, "lr": lr,
@@ -876,6 +921,7 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                     rec["benchmark"] = bench
                     if bench_err:
                         rec["benchmark_error"] = bench_err
+                rec.update(curvature)
                 rec["seconds"] = seconds
                 rec["elapsed"] = s.elapsed
                 run.append_metrics(rec)
@@ -885,6 +931,8 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                            "time/epoch_s": seconds}
                 for k, v in (bench or {}).items():
                     scalars[f"benchmark/{k}"] = v
+                if "hessian_eig" in curvature:
+                    scalars["curvature/hessian_eig"] = curvature["hessian_eig"]
                 run.scalars(s.epoch, scalars)
                 ckpt.save(s.state_dict(data), run.checkpoint_path)
                 clock.update(done=0, seconds=0.0, saved=time.monotonic())
@@ -898,13 +946,16 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
         finally:
             if bar is not None:
                 bar.close()
-        if genotype is None:                        # resumed a finished run, or zero epochs
+        if s.early_stopped is not None:             # DARTS-ES returns an earlier genotype
+            genotype = from_dict(s.early_stopped["genotype"])
+        elif genotype is None:                      # resumed a finished run, or zero epochs
             genotype = s.genotype(data)
-        finished = s.epoch >= epochs
+        finished = s.epoch >= epochs or s.early_stopped is not None
         bench, _ = _lookup(benchmark, genotype)
         if finished:
             run.write_genotype(genotype, ir)
         return SearchResult(genotype=genotype, alphas=s.alphas(), strengths=s.strengths(),
                             history=history, benchmark=bench, seconds=s.elapsed,
                             epochs=s.epoch, finished=finished, run_dir=run.path,
-                            interrupted=None if finished else interrupted)
+                            interrupted=None if finished else interrupted,
+                            early_stop=_without_genotype(s.early_stopped))

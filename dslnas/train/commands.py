@@ -86,10 +86,10 @@ def add_command(subparsers) -> None:
     t.add_argument("--seeds", type=_nonneg_int("--seeds"), nargs="+", metavar="S",
                    help="train once per seed, all at once (one process, one CUDA stream each, "
                         "as search --seeds) and report mean ± std; --out needs {seed}")
-    t.add_argument("--dataset", help="cifar10 (default) | cifar100 | digits (offline, tiny)")
+    t.add_argument("--dataset", help="cifar10 (default) | cifar100 | svhn | digits (offline, tiny)")
     t.add_argument("--data", metavar="DIR", help=f"dataset folder (default {DEFAULT_DATA})")
     t.add_argument("--no-download", action="store_true",
-                   help="never download CIFAR; fail if it is not in --data")
+                   help="never download the dataset; fail if it is not in --data")
     t.add_argument("--subset", type=_nonneg_int("--subset"), metavar="N",
                    help="train on the first N training images only (quick runs)")
     t.add_argument("--benchmark", metavar="TABLE.csv",
@@ -282,11 +282,11 @@ def _fresh(args, seed: int, datasets: dict) -> _Job:
         space_file = str(Path(space_file).resolve())
     ir0 = compile_file(space_file)
     family = space_family(ir0)
-    recipe, network = resolve_recipe(args.recipe or default_recipe(family), args.set,
-                                     dict(ir0.params), epochs=args.epochs,
-                                     batch_size=args.batch_size)
     # a search run's genotype trains on the dataset it was searched on unless told otherwise
     dataset = dataset_name(args.dataset or searched.get("name"))
+    recipe, network = resolve_recipe(args.recipe or default_recipe(family, dataset), args.set,
+                                     dict(ir0.params), epochs=args.epochs,
+                                     batch_size=args.batch_size)
     network = network_for(network, dataset)
     ir = compile_file(space_file, network)
     genotype = parse_genotype(source, ir=ir)

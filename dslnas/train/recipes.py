@@ -55,9 +55,13 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def default_recipe(family: str) -> str:
-    """The recipe a space's family trains with unless ``--recipe`` says otherwise."""
-    return "nb201" if family == "nb201" else "darts"
+def default_recipe(family: str, dataset: str = "cifar10") -> str:
+    """The recipe a space's family trains with on ``dataset`` unless ``--recipe`` says
+    otherwise: DARTS-family cells train in DARTS' 20-cell network on CIFAR-10 and in the
+    8-cell one on CIFAR-100 and SVHN, as R-DARTS and its follow-ups evaluate them."""
+    if family == "nb201":
+        return "nb201"
+    return "rdarts" if dataset in ("cifar100", "svhn") else "darts"
 
 
 def recipe_fields() -> dict[str, attrs.Attribute]:

@@ -1,0 +1,93 @@
+"""The curvature of the validation loss in the architecture, and DARTS-ES (RobustDARTS,
+Zela et al. 2020): as DARTS heads for a degenerate cell, the dominant eigenvalue of
+∇²_α L_val grows; DARTS-ES stops the search when it has grown by a factor and returns the
+genotype from before the growth.
+
+What R-DARTS' code computes (``src/search/analyze.py``, ``train_search.py`` and
+``utils.EVLocalAvg``), and so what this module computes:
+
+- H: the dense Hessian of the cross-entropy on one validation batch with respect to every
+  architecture tensor (each cell group's α and the relaxation's extras, e.g. PC-DARTS' β), in
+  train mode (batch statistics), plus the architecture weight decay on its diagonal (Adam's
+  L2 term); the reported value is H's largest eigenvalue.
+- DARTS-ES (:func:`darts_es`): local averages of the eigenvalues over a centred window; stop
+  when the newest average exceeds the one ``delta`` values before it by ``factor``, and return
+  the genotype of the epoch that earlier average is centred on.
+
+Choices (docs/methods.md): the batch is the first validation batch without augmentation, the
+same every time, so the eigenvalue's trajectory is not the noise of which batch was drawn
+(R-DARTS took the epoch's last, random one); α entries a mask removes (padding, pruning) are
+left out, having no gradient; BatchNorm's running statistics and the random stream are left
+as they were, so measuring does not change the search.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..methods import hypergrad as hg
+
+__all__ = ["arch_hessian", "dominant_eigenvalue", "darts_es", "measured_at"]
+
+
+def measured_at(epoch: int, every: int, epochs: int) -> bool:
+    """Whether the curvature is measured after (1-based) ``epoch``: R-DARTS measures after its
+    0-based epochs 0, every, 2·every, ... and the last, i.e. our epochs 1, 1+every, ..."""
+    return every > 0 and ((epoch - 1) % every == 0 or epoch == epochs)
+
+
+def arch_hessian(searcher, batch) -> torch.Tensor:
+    """H (float64, symmetric) of ``searcher``'s validation loss on ``batch`` w.r.t. its live
+    architecture entries, architecture weight decay included; nothing of the search changes."""
+    s, (x, y) = searcher, batch
+    net = s.supernet
+    by_id = {id(a): net.mask(g) for g, a in net.alphas.items()}
+    masks = [by_id.get(id(p)) for p in s.arch]          # extras (β): every entry
+    saved = {k: b.clone() for k, b in net.named_buffers()}    # BN statistics, masks, ...
+    was_training = net.training
+    net.train()
+    try:
+        with net.eager_cells():                 # compiled graphs support one backward only
+            h = hg.hessian(lambda: F.cross_entropy(s._logits(x), y), s.arch, masks,
+                           hold=s.weights)
+    finally:
+        net.train(was_training)
+        with torch.no_grad():
+            for k, b in net.named_buffers():
+                b.copy_(saved[k])
+    h = h.double()
+    wd = s.relaxation.arch_weight_decay(s.schedule.a_weight_decay)
+    return (h + h.T) / 2 + wd * torch.eye(len(h), dtype=h.dtype, device=h.device)
+
+
+def dominant_eigenvalue(h: torch.Tensor) -> float:
+    """The largest eigenvalue of a symmetric matrix."""
+    return float(torch.linalg.eigvalsh(h).max()) if len(h) else 0.0
+
+
+def darts_es(values: list[tuple[int, float]], *, window: int = 5, delta: int = 4,
+             factor: float = 1.3, start: int = 11) -> tuple[int, float] | None:
+    """DARTS-ES on the eigenvalues measured so far, ``(epoch, value)`` in order: whether the
+    search stops now, as ``(epoch whose genotype it returns, growth ratio)``, or None.
+
+    The local average centred on value i is the mean of values i-h..i+h (h = window // 2;
+    near the start only those that exist, as R-DARTS' tracker averages), available once
+    value i+h exists. Stop when the newest average, centred on value j = n-1-h, exceeds the
+    one centred on j-delta by more than ``factor``, unless value j-delta was measured before
+    epoch ``start``. R-DARTS' defaults: window 5, delta 4, factor 1.3, es_start_epoch 10
+    (0-based), which is our epoch 11."""
+    h = window // 2
+    j = len(values) - 1 - h
+    i = j - delta
+    if i < 0 or values[i][0] < start:
+        return None
+
+    def local_average(k: int) -> float:
+        part = [v for _, v in values[max(0, k - h):k + h + 1]]
+        return sum(part) / len(part)
+
+    before, now = local_average(i), local_average(j)
+    if before <= 0:                 # a ratio of non-positive curvatures says nothing
+        return None
+    ratio = now / before
+    return (values[i][0], ratio) if ratio > factor else None
