@@ -82,8 +82,14 @@ def test_arch_hessian_is_the_validation_losss_and_changes_nothing(method):
     state = {k: v.clone() for k, v in s.supernet.state_dict().items()}
     extra = [p.detach().clone() for p in s.arch]
     rng = torch.get_rng_state()
+    s.supernet.eval()
+    flags = [p.requires_grad for p in s.supernet.parameters()]
 
     h = arch_hessian(s, (x, y))
+    assert not s.supernet.training                      # its mode, flags and .grad as they were
+    assert [p.requires_grad for p in s.supernet.parameters()] == flags
+    assert all(p.grad is None for p in [*s.supernet.parameters(), *s.arch])
+    s.supernet.train()                                  # the reference: batch statistics too
 
     masks = [s.supernet.mask(grp) for grp in s.supernet.alphas] + \
         [torch.ones_like(p, dtype=torch.bool) for p in s.arch[len(s.supernet.alphas):]]
@@ -163,7 +169,7 @@ class Tracker:
        delta=st.integers(1, 5), factor=st.sampled_from([1.05, 1.3, 2.0]),
        start=st.integers(0, 12))
 def test_darts_es_decides_as_r_darts_tracker_does(values, freq, window, delta, factor, start):
-    epochs = 60
+    epochs = freq * len(values) + 2         # the tracker stops averaging at the last epoch
     tracker = Tracker(window, freq, epochs)
     ours = []
     for k, ev in enumerate(values):
@@ -216,36 +222,50 @@ def test_measuring_the_curvature_leaves_the_search_bit_identical(tmp_path, capsy
 
 
 def test_early_stop_returns_the_earlier_genotype_and_a_resume_keeps_it(tmp_path, capsys):
-    # thresholds that stop at the second measurement whatever the curvature does
+    # thresholds that stop as soon as the compared epoch may be returned, whatever the
+    # curvature does; α frozen for 2 epochs, so epoch 3's genotype is the first it may return
     out_dir = tmp_path / "r"
-    code, out, err = run(capsys, "search", NB201, "--method", "darts", "--epochs", 5,
+    code, out, err = run(capsys, "search", NB201, "--method", "darts", "--epochs", 8,
                          "--early-stop", "--hessian-every", 1, "--set", "es_window=1",
-                         "--set", "es_delta=1", "--set", "es_factor=1e-9", "--set", "es_start=1",
-                         *TINY, "--out", out_dir)
+                         "--set", "es_delta=2", "--set", "es_factor=1e-9", "--set", "es_start=1",
+                         "--set", "warmup_epochs=2", "--set", "a_lr=0.05", *TINY,
+                         "--out", out_dir)
     assert code == 0, err
     metrics = [json.loads(l) for l in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in metrics] == [1, 2]
+    assert [r["epoch"] for r in metrics] == [1, 2, 3, 4, 5]
     decision = metrics[-1]["early_stop"]
-    assert decision["epoch"] == 2 and decision["genotype_epoch"] == 1
-    assert decision["ratio"] == pytest.approx(metrics[1]["hessian_eig"] / metrics[0]["hessian_eig"])
+    assert decision["epoch"] == 5 and decision["genotype_epoch"] == 3
+    assert decision["ratio"] == pytest.approx(metrics[4]["hessian_eig"] / metrics[2]["hessian_eig"])
+    assert metrics[2]["genotype"] != metrics[4]["genotype"]     # so the test tells them apart
     genotype = json.loads((out_dir / "genotype.json").read_text())
-    assert genotype == metrics[0]["genotype"]
+    assert genotype == metrics[2]["genotype"]
     summary = json.loads((out_dir / "summary.json").read_text())
-    assert summary["finished"] and summary["epochs"] == 2
+    assert summary["finished"] and summary["epochs"] == 5
     assert summary["early_stop"] == decision
-    assert "DARTS-ES stopped it after epoch 2" in out and metrics[0]["nb201"] in out
-    assert ckpt.load(out_dir / "checkpoint.pt")["early_stopped"]["genotype_epoch"] == 1
+    assert "DARTS-ES stopped it after epoch 5" in out and metrics[2]["nb201"] in out
+    assert ckpt.load(out_dir / "checkpoint.pt")["early_stopped"]["genotype_epoch"] == 3
 
     code, out, err = run(capsys, "search", "--resume", out_dir, "--no-progress")
     assert code == 0, err
-    assert len((out_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len((out_dir / "metrics.jsonl").read_text().splitlines()) == 5
     assert json.loads((out_dir / "genotype.json").read_text()) == genotype
-    assert "DARTS-ES stopped it after epoch 2" in out
+    assert "DARTS-ES stopped it after epoch 5" in out
+
+
+def test_a_malformed_early_stop_entry_in_a_checkpoint_exits_2(tmp_path, capsys):
+    out_dir = tmp_path / "r"
+    assert run(capsys, "search", NB201, "--method", "darts", "--epochs", 2, "--stop-after", 1,
+               *TINY, "--out", out_dir)[0] == 0
+    state = ckpt.load(out_dir / "checkpoint.pt")
+    state["early_stopped"] = {"epoch": 1}
+    ckpt.save(state, out_dir / "checkpoint.pt")
+    code, _, err = run(capsys, "search", "--resume", out_dir, "--no-progress")
+    assert code == 2 and "early_stopped entry is malformed" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("sets, message", [
     (["--set", "es_window=4"], "es_window must be an odd number"),
-    (["--set", "early_stop=true"], "needs hessian_every >= 1"),
+    (["--early-stop", "--set", "hessian_every=0"], "needs hessian_every >= 1"),
     (["--set", "es_factor=nan"], "es_factor must be a finite number"),
     (["--hessian-every", "-1"], "hessian_every must be >= 0"),
 ])

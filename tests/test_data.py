@@ -91,10 +91,10 @@ def make_fake_cifar100(root: Path, n: int = 6, n_test: int = 2, seed=1):
     return train, labels, test, test_labels
 
 
-def make_fake_svhn(root: Path, n: int = 7, n_test: int = 3, seed=2):
+def make_fake_svhn(root: Path, monkeypatch=None, n: int = 7, n_test: int = 3, seed=2):
     """Writes root/train_32x32.mat and test_32x32.mat as the official files lay them out:
-    X (32, 32, 3, N) uint8, y (N, 1) with the digit 0 labelled 10. Returns the NHWC images
-    and labels 1..10 of both splits."""
+    X (32, 32, 3, N) uint8, y (N, 1) with the digit 0 labelled 10; with ``monkeypatch``, makes
+    their md5s the expected ones. Returns the NHWC images and labels 1..10 of both splits."""
     from scipy.io import savemat
 
     rng = np.random.default_rng(seed)
@@ -105,6 +105,10 @@ def make_fake_svhn(root: Path, n: int = 7, n_test: int = 3, seed=2):
         y = np.concatenate([[10, 1], rng.integers(1, 11, k - 2)]).astype(np.uint8)
         savemat(root / name, {"X": img.transpose(1, 2, 3, 0), "y": y[:, None]})
         out += [img, y]
+        if monkeypatch is not None:
+            split = "train" if name.startswith("train") else "test"
+            md5 = hashlib.md5((root / name).read_bytes()).hexdigest()
+            monkeypatch.setitem(ds_mod.SVHN_FILES, split, (name, md5))
     return out
 
 
@@ -162,8 +166,8 @@ def test_cifar100_loads_fake_folder(tmp_path):
     assert ds.mean == pytest.approx((0.5071, 0.4865, 0.4409))
 
 
-def test_svhn_loads_the_official_mat_layout(tmp_path):
-    train, labels, test, test_labels = make_fake_svhn(tmp_path)
+def test_svhn_loads_the_official_mat_layout(tmp_path, monkeypatch):
+    train, labels, test, test_labels = make_fake_svhn(tmp_path, monkeypatch)
     ds = load_dataset("svhn", tmp_path, download=False)
     assert ds.name == "svhn" and ds.num_classes == 10 and ds.in_channels == 3
     assert ds.train_x.shape == (7, 3, 32, 32) and ds.train_x.dtype == torch.uint8
@@ -179,32 +183,37 @@ def test_svhn_loads_the_official_mat_layout(tmp_path):
     assert load_dataset("SVHN", tmp_path, norm="nb201", download=False).mean == ds.mean
 
 
-def test_svhn_missing_corrupt_and_downloaded(tmp_path, monkeypatch):
+def test_svhn_missing_foreign_corrupt_and_downloaded(tmp_path, monkeypatch):
     monkeypatch.setattr(ds_mod, "_download", lambda *a, **k: pytest.fail("downloaded"))
     with pytest.raises(DataError, match="no file .*train_32x32.mat") as e:
         load_dataset("svhn", tmp_path / "none", download=False)
     assert "test_32x32.mat" in str(e.value) and "ufldl.stanford.edu" in str(e.value)
 
-    make_fake_svhn(tmp_path / "good")
-    bad = tmp_path / "bad"
-    shutil.copytree(tmp_path / "good", bad)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    make_fake_svhn(good, monkeypatch)               # their md5s are now the expected ones
+    shutil.copytree(good, bad)
     (bad / "test_32x32.mat").write_bytes(b"MATLAB 5.0 truncated")
+    with pytest.raises(DataError, match="test_32x32.mat is not the official SVHN file"):
+        load_dataset("svhn", bad, download=False)
+    assert (bad / "test_32x32.mat").is_file()       # a user's file is never deleted
+    md5 = hashlib.md5(b"MATLAB 5.0 truncated").hexdigest()
+    monkeypatch.setitem(ds_mod.SVHN_FILES, "test", ("test_32x32.mat", md5))
     with pytest.raises(DataError, match="test_32x32.mat is corrupt"):
         load_dataset("svhn", bad, download=False)
 
-    # a missing file is fetched from the official address and its md5 checked
+    # a missing file is fetched from the official address; a corrupt download is deleted
     calls = []
 
     def fetch(url, dest, timeout=None):
         calls.append(url)
-        shutil.copy(tmp_path / "good" / dest.name, dest)
+        shutil.copy(good / dest.name, dest)
 
     monkeypatch.setattr(ds_mod, "_download", fetch)
     (bad / "test_32x32.mat").unlink()
-    with pytest.raises(DataError, match="md5"):
+    with pytest.raises(DataError, match="download of .* is corrupt"):
         load_dataset("svhn", bad)
-    assert not (bad / "test_32x32.mat").exists()    # the corrupt download is not kept
-    md5 = hashlib.md5((tmp_path / "good" / "test_32x32.mat").read_bytes()).hexdigest()
+    assert not (bad / "test_32x32.mat").exists()
+    md5 = hashlib.md5((good / "test_32x32.mat").read_bytes()).hexdigest()
     monkeypatch.setitem(ds_mod.SVHN_FILES, "test", ("test_32x32.mat", md5))
     assert load_dataset("svhn", bad).test_x.shape == (3, 3, 32, 32)
     assert calls == ["http://ufldl.stanford.edu/housenumbers/test_32x32.mat"] * 2

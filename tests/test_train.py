@@ -144,11 +144,11 @@ def test_train_learns_digits_from_the_cli(tmp_path, capsys):
         **{**RECIPES["nb201"].to_dict(), "epochs": 6}), e) for e in range(6)]
 
 
-def test_svhn_search_then_train_picks_the_8_cell_recipe(tmp_path, capsys):
+def test_svhn_search_then_train_picks_the_8_cell_recipe(tmp_path, capsys, monkeypatch):
     """S3 searched on SVHN (R-DARTS' setting); its run trains on SVHN with `rdarts`."""
     from test_data import make_fake_svhn
 
-    make_fake_svhn(tmp_path / "svhn", n=40, n_test=8)
+    make_fake_svhn(tmp_path / "svhn", monkeypatch, n=40, n_test=8)
     search = tmp_path / "search"
     small = ["--set", "C=4", "--set", "L=3", "--no-progress"]
     code, _, err = run(capsys, "search", SPACES / "s3.nas", "--method", "darts", "--epochs", "1",
@@ -163,9 +163,10 @@ def test_svhn_search_then_train_picks_the_8_cell_recipe(tmp_path, capsys):
     assert config["recipe"]["name"] == "rdarts" and config["recipe"]["auxiliary"] == 0.4
     assert config["dataset"]["name"] == "svhn" and config["dataset"]["train_images"] == 40
     assert config["dataset"]["root"] == str((tmp_path / "svhn").resolve())
-    assert default_recipe("darts", "cifar100") == "rdarts"
-    assert default_recipe("darts", "cifar10") == "darts"
-    assert default_recipe("nb201", "svhn") == "nb201"
+    assert default_recipe("darts", "cifar100", "s1") == "rdarts"
+    assert default_recipe("darts", "cifar10", "s3") == "darts"
+    assert default_recipe("darts", "svhn", "darts") == "darts"      # DARTS' own space: 20 cells
+    assert default_recipe("nb201", "svhn", "nb201") == "nb201"
 
 
 def test_a_search_run_directory_trains_its_genotype_in_its_space(tmp_path, capsys):

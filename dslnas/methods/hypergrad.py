@@ -170,8 +170,11 @@ def hessian(loss_fn: Callable[[], Tensor], params: Sequence[Tensor],
     (default: every entry), flattened in order; ``hold``: tensors held constant in the
     forward (the weights, when only the architecture's curvature is wanted)."""
     params = list(params)
+    entries = [None] * len(params) if entries is None else list(entries)
+    if len(entries) != len(params):
+        raise ValueError(f"{len(entries)} entry masks for {len(params)} parameters")
     masks = [torch.ones_like(p, dtype=torch.bool) if m is None else m.to(p.device).bool()
-             for p, m in zip(params, entries or [None] * len(params))]
+             for p, m in zip(params, entries)]
     with _constant(hold):
         op = _HessianOperator(loss_fn, params)
     index = [(k, i) for k, m in enumerate(masks) for i in m.flatten().nonzero().flatten().tolist()]

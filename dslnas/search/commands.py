@@ -32,15 +32,15 @@ SET_HELP = """\
   2. a schedule field epochs, batch_size, w_lr, w_lr_min, w_momentum, w_nesterov,
                       w_weight_decay, grad_clip, a_lr, a_betas, a_weight_decay,
                       warmup_epochs, inner_steps, split, order, hessian_every,
-                      early_stop, es_window, es_delta, es_factor, es_start
-                      (e.g. w_lr=0.01)
+                      early_stop, es_window, es_delta, es_factor, es_start (e.g.
+                      w_lr=0.01)
   3. a network parameter of the space (e.g. C=8, N=1; also classes, in_channels)
   4. OPTION           an option that exactly one part of the method has (e.g. K=2 for
                       pc-darts' partial_channels or idarts-ift's Neumann series)
 Values: integers for network parameters; schedule fields by their type (true/false for
 booleans, a_betas=0.5,0.999); part options as Python/TOML literals (2, 0.01, [4, 2], true).
---epochs, --batch-size, --split, --hessian-every and --early-stop win over --set, which wins over --method-file, which wins
-over the method's per-space defaults (dslnas methods).
+--epochs, --batch-size, --split, --hessian-every and --early-stop win over --set, which
+wins over --method-file, which wins over the method's per-space defaults (dslnas methods).
 
 --method-file FILE.toml describes a custom combination of parts, on top of --method (or of
 `base = "NAME"` in the file, or of plain DARTS parts):
@@ -152,8 +152,9 @@ def add_commands(subparsers) -> None:
                         "architecture (RobustDARTS) after epoch 1 and every N epochs after it")
     s.add_argument("--early-stop", action="store_true",
                    help="DARTS-ES: stop when that eigenvalue has grown by es_factor (1.3) and "
-                        "return the genotype from before the growth (implies --hessian-every 2 "
-                        "unless given; thresholds: --set es_window/es_delta/es_factor/es_start)")
+                        "return the genotype from before the growth (measured every 2 epochs "
+                        "unless hessian_every is given; thresholds: --set es_window, es_delta, "
+                        "es_factor, es_start)")
     s.add_argument("--benchmark", metavar="TABLE.csv",
                    help="an NB201 accuracy table: look the genotype up every epoch")
     s.add_argument("--out", metavar="DIR",
@@ -485,10 +486,10 @@ def resolve_method(name: str | None, method_file: str | None, sets: list[str] | 
     flags = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size),
                                ("split", split), ("hessian_every", hessian_every),
                                ("early_stop", early_stop or None)) if v is not None}
+    chosen = {**file_schedule, **sched_sets, **flags}
+    if chosen.get("early_stop") and "hessian_every" not in chosen:
+        flags["hessian_every"] = 2                  # R-DARTS' scripts measure every 2 epochs
     schedule = attrs.evolve(method.schedule, **{**file_schedule, **sched_sets, **flags})
-    if early_stop and schedule.hessian_every == 0:    # R-DARTS' scripts measure every 2 epochs
-        flags["hessian_every"] = 2
-        schedule = attrs.evolve(schedule, hessian_every=2)
     _validate_schedule(schedule)
     method = attrs.evolve(method, schedule=schedule)
     record = {"schedule": {**file_schedule, **sched_sets, **flags},
@@ -943,8 +944,8 @@ def _summary(result, method, ir, run) -> None:
     es = result.early_stop
     if es:
         lines.insert(1, f"DARTS-ES stopped it after epoch {es['epoch']}: the curvature's local "
-                        f"average grew {es['ratio']:.2f}x since epoch {es['genotype_epoch']}, "
-                        f"whose genotype it returns")
+                        f"average is {es['ratio']:.2f}x that centred on epoch "
+                        f"{es['genotype_epoch']}, whose genotype it returns")
     if result.benchmark:
         lines.append("benchmark: " + ", ".join(f"{k} {v:.2f}" for k, v in result.benchmark.items()))
     elif result.history and "benchmark_error" in result.history[-1]:

@@ -283,8 +283,14 @@ def _svhn_how_to(root: Path) -> str:
 
 
 def _ensure_svhn_file(root: Path, name: str, md5: str, download: bool, timeout: float) -> Path:
+    """``root/name``, md5-checked as torchvision checks it (the file is the archive itself);
+    downloaded first if it is missing and ``download``."""
     path = root / name
     if path.is_file():
+        got = _md5(path)
+        if got != md5:
+            raise DataError(f"{path} is not the official SVHN file (md5 {got}, expected {md5}); "
+                            f"delete it and try again. " + _svhn_how_to(root))
         return path
     if not download:
         raise DataError(f"SVHN not found: no file {path}. " + _svhn_how_to(root))

@@ -685,13 +685,27 @@ class Searcher:
         self.epoch = int(state["epoch"])
         self.global_step = int(state.get("global_step", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
-        self.early_stopped = state.get("early_stopped")
+        self.early_stopped = _early_stopped(state.get("early_stopped"), where)
         self.in_epoch = _in_epoch(state.get("in_epoch"), where)
         if self.in_epoch is not None:           # a save taken inside epoch self.epoch + 1
             with torch.no_grad():
                 self._sums.copy_(self.in_epoch["sums"])
             self._counts = self.in_epoch["counts"]
         ckpt.set_rng_state(state["rng"])
+
+
+def _early_stopped(entry, where: str) -> dict | None:
+    """A checkpoint's DARTS-ES decision, checked: ``{"epoch", "genotype_epoch", "ratio",
+    "genotype"}`` (the genotype as ``to_dict`` writes it), or None."""
+    if entry is None:
+        return None
+    try:
+        from_dict(entry["genotype"])
+        return {"epoch": int(entry["epoch"]), "genotype_epoch": int(entry["genotype_epoch"]),
+                "ratio": float(entry["ratio"]), "genotype": entry["genotype"]}
+    except (KeyError, TypeError, ValueError, GenotypeError) as e:
+        raise ckpt.CheckpointError(f"{where}: its early_stopped entry is malformed "
+                                   f"({type(e).__name__}: {e})") from None
 
 
 def _in_epoch(entry, where: str) -> dict | None:
@@ -751,12 +765,15 @@ def _curvature(s: "Searcher", data: SearchData, history: list[dict]) -> dict:
     sch = s.schedule
     if not measured_at(s.epoch, sch.hessian_every, sch.epochs):
         return {}
-    out = {"hessian_eig": s.dominant_eigenvalue(data)}
-    if not sch.early_stop or s.epoch >= sch.epochs:
+    eig = s.dominant_eigenvalue(data)
+    out = {"hessian_eig": eig if math.isfinite(eig) else None}    # None: the loss is not finite
+    if not sch.early_stop or s.epoch >= sch.epochs or out["hessian_eig"] is None:
         return out
-    values = [(r["epoch"], r["hessian_eig"]) for r in history if "hessian_eig" in r]
-    hit = darts_es(values + [(s.epoch, out["hessian_eig"])], window=sch.es_window,
-                   delta=sch.es_delta, factor=sch.es_factor, start=sch.es_start)
+    values = [(r["epoch"], r["hessian_eig"]) for r in history if r.get("hessian_eig") is not None]
+    # a genotype from before α's first step is the initial α's: never return one
+    trained = next((e for e in range(1, sch.epochs + 1) if not s.arch_frozen(e - 1)), sch.epochs)
+    hit = darts_es(values + [(s.epoch, eig)], window=sch.es_window, delta=sch.es_delta,
+                   factor=sch.es_factor, start=max(sch.es_start, trained))
     if hit is not None:
         epoch, ratio = hit
         out["early_stop"] = {"epoch": s.epoch, "genotype_epoch": epoch, "ratio": ratio}

@@ -284,8 +284,8 @@ def _fresh(args, seed: int, datasets: dict) -> _Job:
     family = space_family(ir0)
     # a search run's genotype trains on the dataset it was searched on unless told otherwise
     dataset = dataset_name(args.dataset or searched.get("name"))
-    recipe, network = resolve_recipe(args.recipe or default_recipe(family, dataset), args.set,
-                                     dict(ir0.params), epochs=args.epochs,
+    recipe, network = resolve_recipe(args.recipe or default_recipe(family, dataset, ir0.name),
+                                     args.set, dict(ir0.params), epochs=args.epochs,
                                      batch_size=args.batch_size)
     network = network_for(network, dataset)
     ir = compile_file(space_file, network)

@@ -55,13 +55,17 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def default_recipe(family: str, dataset: str = "cifar10") -> str:
-    """The recipe a space's family trains with on ``dataset`` unless ``--recipe`` says
-    otherwise: DARTS-family cells train in DARTS' 20-cell network on CIFAR-10 and in the
-    8-cell one on CIFAR-100 and SVHN, as R-DARTS and its follow-ups evaluate them."""
+ROBUST_DARTS_SPACES = ("s1", "s2", "s3", "s4")
+
+
+def default_recipe(family: str, dataset: str = "cifar10", space: str = "") -> str:
+    """The recipe a space trains with on ``dataset`` unless ``--recipe`` says otherwise:
+    DARTS-family cells in DARTS' 20-cell network, except RobustDARTS' spaces S1-S4 on CIFAR-100
+    and SVHN, which R-DARTS' follow-ups evaluate in the 8-cell one (reference/spaces.md 3.5)."""
     if family == "nb201":
         return "nb201"
-    return "rdarts" if dataset in ("cifar100", "svhn") else "darts"
+    robust = space in ROBUST_DARTS_SPACES and dataset in ("cifar100", "svhn")
+    return "rdarts" if robust else "darts"
 
 
 def recipe_fields() -> dict[str, attrs.Attribute]:
