@@ -23,7 +23,8 @@ __all__ = ["add_commands", "resolve_method", "method_from_dict", "method_to_dict
            "split_sets", "SET_HELP"]
 
 DEFAULT_DATA = "~/.cache/dslnas/data"
-DATASET_SHAPES = {"cifar10": (3, 10), "cifar100": (3, 100), "svhn": (3, 10), "digits": (3, 10)}  # channels, classes
+DATASET_SHAPES = {"cifar10": (3, 10), "cifar100": (3, 100), "svhn": (3, 10),  # channels, classes
+                  "digits": (3, 10)}
 
 SET_HELP = """\
 --set KEY=VALUE (repeatable) is read by this rule, first match wins:

@@ -1,5 +1,6 @@
 """Datasets for the search: CIFAR-10, CIFAR-100 (standard python pickles), SVHN (the official
-``*_32x32.mat`` files, torchvision's layout) and a tiny offline ``digits`` set (scikit-learn's 8x8 digits, upsampled to 3x16x16) for quick runs and tests.
+``*_32x32.mat`` files, torchvision's layout) and a tiny offline ``digits`` set (scikit-learn's
+8x8 digits, upsampled to 3x16x16) for quick runs and tests.
 
 Everything is loaded once into uint8 tensors (N x C x H x W); the loader in
 :mod:`dslnas.search.loader` moves them to the compute device and augments there.

@@ -948,7 +948,7 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                            "time/epoch_s": seconds}
                 for k, v in (bench or {}).items():
                     scalars[f"benchmark/{k}"] = v
-                if "hessian_eig" in curvature:
+                if curvature.get("hessian_eig") is not None:
                     scalars["curvature/hessian_eig"] = curvature["hessian_eig"]
                 run.scalars(s.epoch, scalars)
                 ckpt.save(s.state_dict(data), run.checkpoint_path)
