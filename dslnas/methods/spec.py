@@ -6,8 +6,8 @@ Parts (each resolved by name in its own module):
   transforms     partial_channels | node_norm | random_features | progressive
                                                                  (dslnas.methods.transforms)
   discretizer    rule | decorrelation                            (dslnas.methods.discretizers)
-  schedule       epochs, batch size, optimisers, warm-up, split,
-                 curvature tracking and DARTS-ES                 (below)
+  schedule       epochs, batch size, optimisers, warm-up, split, R-DARTS' drop-path
+                 and cutout, curvature tracking and DARTS-ES     (below)
 
 Defaults come from ../shared/reference/methods.md; ``space_defaults`` holds the per-space values
 (keyed by the space family: "nb201" for 1-input argmax spaces, "darts" for the DARTS-like ones).
@@ -37,6 +37,11 @@ class Schedule:
     inner_steps: int = 1            # weight steps per architecture step (iDARTS-Zhang's T)
     split: str = "half"             # "half" (DARTS) | "random" (NB201-style fixed 25k/25k)
     order: str = "arch_first"       # "arch_first" (DARTS code) | "weights_first" (AutoDL NB201)
+    # RobustDARTS' search-time regularisation (R-DARTS(DP)): both rise linearly from 0 in the
+    # first epoch to these values in the last
+    drop_path: float = 0.0          # drop each edge's output per sample (supernet.cells.EdgeDropPath)
+    cutout: int = 0                 # cutout square's side on train and val batches; 0: none
+    cutout_prob: float = 1.0        # the last epoch's probability of cutting an image
     # RobustDARTS' curvature diagnostic and DARTS-ES (dslnas.search.curvature)
     hessian_every: int = 0          # measure the dominant eigenvalue of ∇²_α L_val every N epochs
     early_stop: bool = False        # DARTS-ES: stop when that eigenvalue has grown (below)

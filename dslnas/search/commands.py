@@ -32,9 +32,9 @@ SET_HELP = """\
                       transform's name, e.g. hypergradient.K=3, partial_channels.K=2
   2. a schedule field epochs, batch_size, w_lr, w_lr_min, w_momentum, w_nesterov,
                       w_weight_decay, grad_clip, a_lr, a_betas, a_weight_decay,
-                      warmup_epochs, inner_steps, split, order, hessian_every,
-                      early_stop, es_window, es_delta, es_factor, es_start (e.g.
-                      w_lr=0.01)
+                      warmup_epochs, inner_steps, split, order, drop_path, cutout,
+                      cutout_prob, hessian_every, early_stop, es_window, es_delta,
+                      es_factor, es_start (e.g. w_lr=0.01)
   3. a network parameter of the space (e.g. C=8, N=1; also classes, in_channels)
   4. OPTION           an option that exactly one part of the method has (e.g. K=2 for
                       pc-darts' partial_channels or idarts-ift's Neumann series)
@@ -424,6 +424,12 @@ def _validate_schedule(s) -> None:
         problems.append(f"split must be one of {', '.join(SPLITS)}, got {s.split!r}")
     if s.order not in ("arch_first", "weights_first"):
         problems.append(f"order must be arch_first or weights_first, got {s.order!r}")
+    if not 0 <= s.drop_path < 1:
+        problems.append(f"drop_path must be in [0, 1), got {s.drop_path}")
+    if s.cutout < 0:
+        problems.append(f"cutout must be >= 0, got {s.cutout}")
+    if not 0 <= s.cutout_prob <= 1:
+        problems.append(f"cutout_prob must be in [0, 1], got {s.cutout_prob}")
     if s.hessian_every < 0:
         problems.append(f"hessian_every must be >= 0, got {s.hessian_every}")
     if s.early_stop and s.hessian_every < 1:
@@ -803,7 +809,8 @@ def _search_data(ds, method, device: str, seed: int, subset, channels_last: bool
     from .loader import SearchData
     return SearchData.from_dataset(ds, batch_size=method.schedule.batch_size, device=device,
                                    split=method.schedule.split, split_seed=0, seed=seed,
-                                   subset=subset, channels_last=channels_last)
+                                   subset=subset, channels_last=channels_last,
+                                   cutout=method.schedule.cutout)
 
 
 def _serial_on_gpu(jobs: list[_Job]) -> bool:
@@ -811,7 +818,7 @@ def _serial_on_gpu(jobs: list[_Job]) -> bool:
     on CUDA, when one of them samples random numbers in its steps (DrNAS)."""
     from .loop import make_parts
     return jobs[0].device == "cuda" and any(make_parts(j.method).relaxation.samples
-                                            for j in jobs)
+                                            or j.method.schedule.drop_path > 0 for j in jobs)
 
 
 def run_together(jobs: list, run_one, command: str = "search", serial: bool = False) -> list:

@@ -47,7 +47,9 @@ def arch_hessian(searcher, batch) -> torch.Tensor:
     was_training = net.training
     net.train()
     try:
-        with net.eager_cells():                 # compiled graphs support one backward only
+        # compiled graphs support one backward only; R-DARTS' Hessian also dropped paths at
+        # random, ours is of the loss itself
+        with net.eager_cells(), net.no_drop_path():
             h = hg.hessian(lambda: F.cross_entropy(s._logits(x), y), s.arch, masks,
                            hold=s.weights)
     finally:

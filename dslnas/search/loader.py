@@ -142,6 +142,7 @@ class DeviceBatches:
         self.crop, self.flip, self.shuffle, self.drop_last = crop, flip, shuffle, drop_last
         self.pad = (_default_pad(min(h, w)) if pad is None else int(pad)) if crop else 0
         self.cutout = int(cutout)
+        self.cutout_prob = 1.0      # R-DARTS cuts each image with a probability (its search)
         if generator is None:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(seed)
@@ -239,6 +240,9 @@ class DeviceBatches:
         in_y = (self._ar_h >= cy - half) & (self._ar_h < cy + half)        # b x H
         in_x = (self._ar_w >= cx - half) & (self._ar_w < cx + half)        # b x W
         keep = ~(in_y[:, :, None] & in_x[:, None, :])
+        if self.cutout_prob < 1:    # drawn only then: DARTS' always-on cutout keeps its stream
+            cut = torch.rand(b, 1, 1, generator=g, device=dev) < self.cutout_prob
+            keep = keep | ~cut
         return x.mul_(keep.unsqueeze(1).to(x.dtype))
 
     # ---- resume -------------------------------------------------------------------------
@@ -300,12 +304,14 @@ class SearchData:
         drop_last: bool = False,
         channels_last: bool = False,
         dtype: torch.dtype = torch.float32,
+        cutout: int = 0,
     ) -> "SearchData":
         """Split ``ds``'s training set, put both parts on ``device`` and wrap them.
 
         ``subset`` keeps the first N training images before splitting (quick runs).
         ``split_seed`` fixes the ``random`` partition independently of ``seed``, which seeds the
         shuffles and augmentations (so different search seeds share one partition, as NB201).
+        ``cutout``: both streams cut, as R-DARTS' search does (one transform serves both).
         """
         device = torch.device(device)
         n = len(ds.train_x) if subset is None else min(int(subset), len(ds.train_x))
@@ -313,7 +319,7 @@ class SearchData:
         s_tr, s_va = _stream_seeds(seed)
         common = dict(
             mean=ds.mean, std=ds.std, crop=crop, flip=flip, drop_last=drop_last,
-            channels_last=channels_last, dtype=dtype,
+            channels_last=channels_last, dtype=dtype, cutout=cutout,
         )
 
         def stream(idx, bs, s):

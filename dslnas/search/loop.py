@@ -548,9 +548,17 @@ class Searcher:
         return out
 
     # ---- transforms with stages (DrNAS progressive) ---------------------------------------
+    def ramp(self, final: float) -> float:
+        """R-DARTS' linear ramp: ``final · epoch / (epochs - 1)`` in (0-based) ``self.epoch``,
+        0 in the first epoch and ``final`` in the last."""
+        return final * self.epoch / max(1, self.schedule.epochs - 1)
+
     def begin_epoch(self) -> None:
-        """Move stage transforms to the stage of this epoch (DrNAS: prune, widen, carry the
-        momentum buffers in place), then re-read the trainable weights."""
+        """Set this epoch's search drop-path (R-DARTS) and move stage transforms to its stage
+        (DrNAS: prune, widen, carry the momentum buffers in place), then re-read the trainable
+        weights."""
+        dp = self.schedule.drop_path
+        self.supernet.set_drop_path(self.ramp(dp), active=dp > 0)
         changed = False
         for t in self.transforms:
             if not (hasattr(t, "advance") and hasattr(t, "stage_at")):
@@ -618,7 +626,7 @@ class Searcher:
             batches = _heldout_batches(data, self._discretizer_batches())
         was_training = self.supernet.training
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self.supernet.no_drop_path():
                 g = self.discretizer.derive(self.supernet, self.relaxation, self.extra, batches)
         except GenotypeError as e:
             raise SearchError(f"cannot derive a genotype after epoch {self.epoch}: {e}; the "
@@ -902,6 +910,12 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
             while s.epoch < last and s.early_stopped is None:
                 t0 = time.perf_counter()
                 s.begin_epoch()
+                data.train.cutout_prob = data.val.cutout_prob = s.ramp(s.schedule.cutout_prob)
+                reg = {}                    # R-DARTS' regularisation of this epoch, if any
+                if s.schedule.drop_path:
+                    reg["drop_path"] = s.ramp(s.schedule.drop_path)
+                if s.schedule.cutout:
+                    reg["cutout_prob"] = data.train.cutout_prob
                 frozen = s.arch_frozen(s.epoch)
                 lr = s.lr
                 if bar is not None:
@@ -926,7 +940,7 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                 curvature = _curvature(s, data, history)
                 seconds = clock["seconds"] + time.perf_counter() - t0
                 s.elapsed += seconds
-                rec = {"epoch": s.epoch, "epochs": epochs, **m, "lr": lr,
+                rec = {"epoch": s.epoch, "epochs": epochs, **m, "lr": lr, **reg,
                        "arch_frozen": frozen, "step": s.global_step,
                        "alphas": {k: v.tolist() for k, v in s.alphas().items()}}
                 if s.extra:

@@ -44,6 +44,37 @@ class _CellBase(nn.Module):
         return torch.cat([states[n] for n in self.output_nodes], dim=1)
 
 
+class EdgeDropPath(nn.Module):
+    """RobustDARTS' search-time drop-path: each edge's mixed output is dropped, per sample,
+    with probability ``p`` and the rest scaled by 1/(1-p), in training. The masks of all
+    edges are drawn at once per cell forward, (edges, batch) in α-row order, so the plain and
+    the fused cell drop the same edges of the same samples.
+
+    ``p`` is a 0-dim buffer (not saved) that a compiled cell or a CUDA graph reads where it
+    is; ``active`` is fixed for a whole search (on whenever its schedule drops paths, even at
+    p = 0 in the first epoch), so neither re-traces nor re-captures as ``p`` rises."""
+
+    def __init__(self, edges: int):
+        super().__init__()
+        self.edges = edges
+        self.register_buffer("p", torch.zeros(()), persistent=False)
+        self.active = False
+
+    def set(self, p: float, active: bool) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop-path probability must be in [0, 1), got {p}")
+        self.p.fill_(p)
+        self.active = bool(active)
+
+    def masks(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(edges, batch, 1, 1, 1) keep-masks over 1-p for a batch like ``x``, or None."""
+        if not (self.training and self.active):
+            return None
+        keep = 1.0 - self.p
+        m = torch.rand(self.edges, x.shape[0], device=x.device, dtype=keep.dtype) < keep
+        return (m / keep).to(x.dtype).view(self.edges, x.shape[0], 1, 1, 1)
+
+
 class SearchCell(_CellBase):
     """Every edge of the cell type, in canonical (alpha row) order."""
 
@@ -61,12 +92,16 @@ class SearchCell(_CellBase):
         # For each node, the (row, source) pairs of its incoming edges.
         self.incoming = [[(e.row, e.src) for e in cell.edges if e.dst == n]
                          for n in range(self.n_total)]
+        self.edge_drop = EdgeDropPath(len(self.edges))
 
     def forward(self, inputs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
         states = [p(x) for p, x in zip(self.preprocess, inputs)]
+        drop = self.edge_drop.masks(states[0])
         for n in range(self.n_inputs, self.n_total):
-            node = self._combine(
-                [self.edges[row](states[src], weights[row]) for row, src in self.incoming[n]])
+            outs = [self.edges[row](states[src], weights[row]) for row, src in self.incoming[n]]
+            if drop is not None:
+                outs = [out * drop[row] for out, (row, _) in zip(outs, self.incoming[n])]
+            node = self._combine(outs)
             states.append(self.node_norm[n - self.n_inputs](node))
         return self._output(states)
 

@@ -62,7 +62,7 @@ from torch import nn
 
 from ..ir.model import CellBlock, CellIR
 from ..ops import DilConv, ReLUConvBN, SepConv, create_op, op_kind
-from .cells import _CellBase, real_candidates
+from .cells import EdgeDropPath, _CellBase, real_candidates
 from .mixed import MixedEdge
 from .partial import bypass_pool, channel_shuffle, check_partial, drop_stats_like
 
@@ -164,6 +164,7 @@ class FusedSearchCell(_CellBase):
                          for s in range(self.n_total)]
         # not persistent: the state dict is unchanged; buffers follow .to(device)
         self.register_buffer("real", real_candidates(cell), persistent=False)
+        self.edge_drop = EdgeDropPath(len(cell.edges))
         self._build_candidates(K)
 
     def _build_candidates(self, K: int) -> None:
@@ -309,6 +310,7 @@ class FusedSearchCell(_CellBase):
         states = [p(x) for p, x in zip(self.preprocess, inputs)]
         acc: list[torch.Tensor | None] = [None] * self.n_total
         ws = weights[self.w_rows, self.w_cols].unbind(0)
+        drop = self.edge_drop.masks(states[0])     # an edge's dropped samples: all its terms
         partial = self.K > 1
         if partial:
             rest: list[torch.Tensor | None] = [None] * self.n_total
@@ -326,8 +328,9 @@ class FusedSearchCell(_CellBase):
                 if self.stride[s] == 2:
                     bypass = bypass_pool(bypass)
                 for row, dst in self.out_rows[s]:
-                    rest[dst] = mass[row] * bypass if rest[dst] is None else \
-                        torch.addcmul(rest[dst], mass[row], bypass)
+                    m = mass[row] if drop is None else mass[row] * drop[row]
+                    rest[dst] = m * bypass if rest[dst] is None else \
+                        torch.addcmul(rest[dst], m, bypass)
                 x = x[:, :self.C]
             relu = None                                 # one ReLU(x) for every batched kind
             replicas: dict[int, torch.Tensor] = {}      # ReLU(x) tiled n times, by n
@@ -350,7 +353,7 @@ class FusedSearchCell(_CellBase):
                     y = self.mods[key](x)
                 for t in targets:
                     term = y[t.slot] if batched else y
-                    w = ws[t.wi]
+                    w = ws[t.wi] if drop is None else ws[t.wi] * drop[t.row]
                     acc[t.dst] = w * term if acc[t.dst] is None else \
                         torch.addcmul(acc[t.dst], w, term)
         return self._output(states)

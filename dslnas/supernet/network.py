@@ -129,6 +129,28 @@ class Supernet(nn.Module):
             cell.compile(dynamic=False)
         self.compiled_batch = batch_size
 
+    def _edge_drops(self) -> list:
+        return [b.edge_drop for kind, b in zip(self.net.kinds, self.net.blocks) if kind == "cell"]
+
+    def set_drop_path(self, p: float, active: bool | None = None) -> None:
+        """Every search cell's edge drop-path probability (RobustDARTS' search-time drop-path,
+        ``cells.EdgeDropPath``); ``active`` (default: p > 0) should stay fixed for a search."""
+        for d in self._edge_drops():
+            d.set(p, p > 0 if active is None else active)
+
+    @contextmanager
+    def no_drop_path(self) -> Iterator[None]:
+        """Forwards inside the block drop no path (what measures or derives, not trains)."""
+        drops = self._edge_drops()
+        saved = [d.active for d in drops]
+        try:
+            for d in drops:
+                d.active = False
+            yield
+        finally:
+            for d, a in zip(drops, saved):
+                d.active = a
+
     @contextmanager
     def eager_cells(self) -> Iterator[None]:
         """Run the cells' eager code inside the block, compiled or not: compiled autograd
