@@ -39,7 +39,7 @@ class Schedule:
     order: str = "arch_first"       # "arch_first" (DARTS code) | "weights_first" (AutoDL NB201)
     # RobustDARTS' search-time regularisation (R-DARTS(DP)): both rise linearly from 0 in the
     # first epoch to these values in the last
-    drop_path: float = 0.0          # drop each edge's output per sample (supernet.cells.EdgeDropPath)
+    drop_path: float = 0.0          # drop each edge's output per sample (cells.EdgeDropPath)
     cutout: int = 0                 # cutout square's side on train and val batches; 0: none
     cutout_prob: float = 1.0        # the last epoch's probability of cutting an image
     # RobustDARTS' curvature diagnostic and DARTS-ES (dslnas.search.curvature)
