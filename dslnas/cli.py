@@ -82,8 +82,9 @@ def _render_cells(ir, folder: Path) -> None:
 def cmd_render(args) -> int:
     from .genotype import GenotypeError, parse_genotype
     from .render import RenderError, render_genotype
+    from .search.commands import run_genotype
     try:
-        genotype = parse_genotype(args.genotype)
+        genotype = parse_genotype(run_genotype(args.genotype))
     except GenotypeError as e:
         raise UserError(str(e)) from None
     target = Path(args.output)
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compile)
 
     r = sub.add_parser("render", help="draw a genotype with graphviz")
-    r.add_argument("genotype", help="a JSON file, an NB201 string or DARTS Genotype(...) text")
+    r.add_argument("genotype", help="a JSON file, an NB201 string, DARTS Genotype(...) text or "
+                                    "a run directory (search or train)")
     r.add_argument("-o", "--output", required=True, help="FILE.svg | .png | .pdf | .dot")
     r.set_defaults(func=cmd_render)
 

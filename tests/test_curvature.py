@@ -18,7 +18,8 @@ from dslnas.ir.lower import compile_file
 from dslnas.methods.hypergrad import hessian
 from dslnas.methods.spec import get_method
 from dslnas.search import checkpoint as ckpt
-from dslnas.search.curvature import arch_hessian, darts_es, dominant_eigenvalue, measured_at
+from dslnas.search.curvature import (arch_hessian, darts_es, dominant_eigenvalue, es_ratio,
+                                     first_decision, measured_at)
 from dslnas.search.loop import Searcher
 from dslnas.supernet.network import masked_softmax
 
@@ -198,6 +199,13 @@ def test_darts_es_on_a_growing_curvature_returns_the_epoch_before_the_growth():
     assert decisions[first - 1] is None
     assert all(d is None for d in (darts_es(evs[:n], factor=100.0) for n in range(1, 26)))
     assert measured_at(1, 2, 50) and measured_at(49, 2, 50) and measured_at(50, 2, 50)
+    # R-DARTS' settings on 50 epochs: averages centred 2 values back, compared 4 values before
+    # that, from epoch 11 on: value 5 (epoch 11) is first compared after value 11 (epoch 23)
+    assert first_decision(50, 2, window=5, delta=4, start=11) == 23
+    assert first_decision(22, 2, window=5, delta=4, start=11) is None
+    assert first_decision(4, 1, window=1, delta=1, start=1) == 2
+    # epoch 23 (0.125) enters the newest window of five 0.1s: 0.105 / 0.1
+    assert es_ratio(evs[:12]) == (11, pytest.approx(1.05)) and es_ratio(evs[:11]) is None
     assert not measured_at(2, 2, 50) and not measured_at(5, 0, 50)
 
 
@@ -245,11 +253,38 @@ def test_early_stop_returns_the_earlier_genotype_and_a_resume_keeps_it(tmp_path,
     assert "DARTS-ES stopped it after epoch 5" in out and metrics[2]["nb201"] in out
     assert ckpt.load(out_dir / "checkpoint.pt")["early_stopped"]["genotype_epoch"] == 3
 
+    assert [r.get("es_ratio") is not None for r in metrics] == [False] * 4 + [True]
+    assert summary["darts_es"] and "the first possible stop is after epoch 5" in err
+
     code, out, err = run(capsys, "search", "--resume", out_dir, "--no-progress")
     assert code == 0, err
     assert len((out_dir / "metrics.jsonl").read_text().splitlines()) == 5
     assert json.loads((out_dir / "genotype.json").read_text()) == genotype
     assert "DARTS-ES stopped it after epoch 5" in out
+
+
+def test_the_decision_after_a_resume_needs_no_metrics_file(tmp_path, capsys):
+    """The measurements live in the checkpoint: a resume decides as the uninterrupted search,
+    even when metrics.jsonl was lost."""
+    args = ["--method", "darts", "--epochs", 6, "--early-stop", "--hessian-every", 1,
+            "--set", "es_window=1", "--set", "es_delta=2", "--set", "es_factor=1e-9",
+            "--set", "es_start=1", "--deterministic", *TINY]
+    assert run(capsys, "search", NB201, *args, "--out", tmp_path / "a")[0] == 0
+    assert run(capsys, "search", NB201, *args, "--out", tmp_path / "b", "--stop-after", 2)[0] == 0
+    (tmp_path / "b" / "metrics.jsonl").unlink()
+    code, out, err = run(capsys, "search", "--resume", tmp_path / "b", "--no-progress")
+    assert code == 0, err
+    a, b = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("a", "b"))
+    assert a["early_stop"] == b["early_stop"] and a["early_stop"]["genotype_epoch"] == 1
+    assert (tmp_path / "a" / "genotype.json").read_text() == \
+        (tmp_path / "b" / "genotype.json").read_text()
+
+
+def test_a_search_too_short_for_darts_es_says_so(tmp_path, capsys):
+    code, _, err = run(capsys, "search", NB201, "--method", "darts", "--epochs", 2,
+                       "--early-stop", *TINY, "--out", tmp_path / "r")
+    assert code == 0 and "DARTS-ES cannot stop this 2-epoch search" in err
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["early_stop"] is None
 
 
 def test_a_malformed_early_stop_entry_in_a_checkpoint_exits_2(tmp_path, capsys):

@@ -169,6 +169,21 @@ def test_svhn_search_then_train_picks_the_8_cell_recipe(tmp_path, capsys, monkey
     assert default_recipe("nb201", "svhn", "nb201") == "nb201"
 
 
+def test_render_and_evaluate_read_a_training_runs_genotype(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", ARCH, "--space", NB201, "--dataset", "digits", "--set",
+                       "C=4", "--set", "N=1", "--epochs", "1", "--subset", "64", "--out", out,
+                       "--no-progress")
+    assert code == 0 and "recipe nb201 (1 epoch, batch 256; network C=4, N=1)" in err
+    code, _, err = run(capsys, "render", out, "-o", tmp_path / "cell.dot")
+    assert code == 0, err
+    assert "nor_conv_3x3" in (tmp_path / "cell.dot").read_text()
+    table = tmp_path / "t.csv"
+    table.write_text(f"arch,cifar10\n{ARCH},93.5\n")
+    code, stdout, err = run(capsys, "evaluate", out, "--benchmark", table)
+    assert code == 0 and "93.5" in stdout, err
+
+
 def test_a_search_run_directory_trains_its_genotype_in_its_space(tmp_path, capsys):
     search = tmp_path / "search"
     code, searched, err = run(capsys, "search", NB201, "--method", "darts", "--epochs", "1",

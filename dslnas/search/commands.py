@@ -150,7 +150,8 @@ def add_commands(subparsers) -> None:
                    help="override a part option, schedule field or network parameter (see below)")
     s.add_argument("--hessian-every", type=_nonneg_int("--hessian-every"), metavar="N",
                    help="log the dominant eigenvalue of the validation loss's Hessian in the "
-                        "architecture (RobustDARTS) after epoch 1 and every N epochs after it")
+                        "architecture (RobustDARTS) after epoch 1, every N epochs after it and "
+                        "after the last")
     s.add_argument("--early-stop", action="store_true",
                    help="DARTS-ES: stop when that eigenvalue has grown by es_factor (1.3) and "
                         "return the genotype from before the growth (measured every 2 epochs "
@@ -493,10 +494,11 @@ def resolve_method(name: str | None, method_file: str | None, sets: list[str] | 
     flags = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size),
                                ("split", split), ("hessian_every", hessian_every),
                                ("early_stop", early_stop or None)) if v is not None}
-    chosen = {**file_schedule, **sched_sets, **flags}
-    if chosen.get("early_stop") and "hessian_every" not in chosen:
-        flags["hessian_every"] = 2                  # R-DARTS' scripts measure every 2 epochs
     schedule = attrs.evolve(method.schedule, **{**file_schedule, **sched_sets, **flags})
+    if schedule.early_stop and schedule.hessian_every == 0 and \
+            "hessian_every" not in {**file_schedule, **sched_sets, **flags}:
+        flags["hessian_every"] = 2                  # R-DARTS' scripts measure every 2 epochs
+        schedule = attrs.evolve(schedule, hessian_every=2)
     _validate_schedule(schedule)
     method = attrs.evolve(method, schedule=schedule)
     record = {"schedule": {**file_schedule, **sched_sets, **flags},
@@ -966,7 +968,8 @@ def _summary(result, method, ir, run) -> None:
     print("\n".join(lines))
     run.write_summary({"finished": result.finished, "epochs": result.epochs,
                        "seconds": result.seconds, "genotype": text,
-                       "benchmark": result.benchmark, "early_stop": es})
+                       "benchmark": result.benchmark, "darts_es": method.schedule.early_stop,
+                       "early_stop": es})
 
 
 # ============================================================================================
@@ -1018,21 +1021,34 @@ def cmd_methods(args) -> int:
 # dslnas evaluate
 # ============================================================================================
 
+def run_genotype(source: str) -> str:
+    """``source`` itself, or for a run directory its genotype: a finished search's
+    genotype.json, or the genotype a training run (``dslnas train``) trains."""
+    p = Path(source)
+    if not p.is_dir():
+        return source
+    if (p / "genotype.json").is_file():
+        return str(p / "genotype.json")
+    if not (p / "config.json").is_file():
+        raise _user_error(f"{p}: not a dslnas run directory (no config.json)")
+    from .rundir import RunDir, RunDirError
+    try:
+        config = RunDir.open(p, tensorboard=False).read_config()
+    except RunDirError as e:
+        raise _user_error(str(e)) from None
+    if isinstance(config, dict) and config.get("kind") == "train" \
+            and isinstance(config.get("genotype"), dict):
+        return json.dumps(config["genotype"])
+    latest = (" (it has not finished; its latest genotype is in metrics.jsonl)"
+              if (p / "metrics.jsonl").is_file() else " (it has not finished an epoch yet)")
+    raise _user_error(f"{p}: no genotype.json{latest}")
+
+
 def cmd_evaluate(args) -> int:
     from ..bench.nb201 import BenchmarkError, BenchmarkTable
     from ..genotype import GenotypeError, parse_genotype, to_nb201_string
     try:
-        source = args.genotype
-        p = Path(source)
-        if p.is_dir():
-            if not (p / "genotype.json").is_file():
-                if not (p / "config.json").is_file():
-                    raise _user_error(f"{p}: not a dslnas run directory (no config.json)")
-                latest = (" (it has not finished; its latest genotype is in metrics.jsonl)"
-                          if (p / "metrics.jsonl").is_file() else
-                          " (it has not finished an epoch yet)")
-                raise _user_error(f"{p}: no genotype.json{latest}")
-            source = str(p / "genotype.json")
+        source = run_genotype(args.genotype)
         ir = None
         if args.space:
             from ..ir.lower import compile_file

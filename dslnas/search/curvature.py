@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from ..methods import hypergrad as hg
 
-__all__ = ["arch_hessian", "dominant_eigenvalue", "darts_es", "measured_at"]
+__all__ = ["arch_hessian", "dominant_eigenvalue", "darts_es", "es_ratio", "first_decision",
+           "measured_at"]
 
 
 def measured_at(epoch: int, every: int, epochs: int) -> bool:
@@ -70,14 +71,23 @@ def dominant_eigenvalue(h: torch.Tensor) -> float:
 def darts_es(values: list[tuple[int, float]], *, window: int = 5, delta: int = 4,
              factor: float = 1.3, start: int = 11) -> tuple[int, float] | None:
     """DARTS-ES on the eigenvalues measured so far, ``(epoch, value)`` in order: whether the
-    search stops now, as ``(epoch whose genotype it returns, growth ratio)``, or None.
+    search stops now, as ``(epoch whose genotype it returns, growth ratio)``, or None: it
+    stops when :func:`es_ratio` exceeds ``factor``. R-DARTS' defaults: window 5, delta 4,
+    factor 1.3, es_start_epoch 10 (0-based), which is our epoch 11."""
+    r = es_ratio(values, window=window, delta=delta, start=start)
+    return r if r is not None and r[1] > factor else None
+
+
+def es_ratio(values: list[tuple[int, float]], *, window: int = 5, delta: int = 4,
+             start: int = 11) -> tuple[int, float] | None:
+    """What DARTS-ES compares after the newest value: ``(epoch, ratio)``, or None while
+    there is nothing to compare.
 
     The local average centred on value i is the mean of values i-h..i+h (h = window // 2;
     near the start only those that exist, as R-DARTS' tracker averages), available once
-    value i+h exists. Stop when the newest average, centred on value j = n-1-h, exceeds the
-    one centred on j-delta by more than ``factor``, unless value j-delta was measured before
-    epoch ``start``. R-DARTS' defaults: window 5, delta 4, factor 1.3, es_start_epoch 10
-    (0-based), which is our epoch 11."""
+    value i+h exists. The ratio is the newest average, centred on value j = n-1-h, over the
+    one centred on j-delta, measured at ``epoch``; nothing is compared while that epoch is
+    before ``start`` or that average is not positive."""
     h = window // 2
     j = len(values) - 1 - h
     i = j - delta
@@ -91,5 +101,16 @@ def darts_es(values: list[tuple[int, float]], *, window: int = 5, delta: int = 4
     before, now = local_average(i), local_average(j)
     if before <= 0:                 # a ratio of non-positive curvatures says nothing
         return None
-    ratio = now / before
-    return (values[i][0], ratio) if ratio > factor else None
+    return values[i][0], now / before
+
+
+def first_decision(epochs: int, every: int, *, window: int, delta: int,
+                   start: int) -> int | None:
+    """The first epoch after which DARTS-ES can stop a search of ``epochs`` epochs measured
+    every ``every``, or None if it never can (no decision is taken after the last epoch)."""
+    measured = [e for e in range(1, epochs + 1) if measured_at(e, every, epochs)]
+    for n in range(1, len(measured) + 1):
+        i = n - 1 - window // 2 - delta
+        if i >= 0 and measured[i] >= start and measured[n - 1] < epochs:
+            return measured[n - 1]
+    return None

@@ -343,6 +343,7 @@ class Searcher:
         self.in_epoch: dict | None = None   # a resumed save's place inside the next epoch
         self.global_step = 0      # weight steps completed (iterations unless inner_steps > 1)
         self.elapsed = 0.0        # seconds of search, over all sessions
+        self.curvature: list[dict] = []   # measured: {"epoch", "eig", "genotype"} (DARTS-ES)
         self.early_stopped: dict | None = None    # DARTS-ES' decision (curvature.darts_es)
         self._build_optimisers()
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -663,6 +664,7 @@ class Searcher:
             "stages": _stages(self.transforms),
             "fused": self.is_fused,
             "data": data.state_dict() if data is not None else None,
+            "curvature": self.curvature,
             "early_stopped": self.early_stopped,
             "rng": ckpt.rng_state(),
         }
@@ -693,6 +695,7 @@ class Searcher:
         self.epoch = int(state["epoch"])
         self.global_step = int(state.get("global_step", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
+        self.curvature = [_curvature_entry(e, where) for e in state.get("curvature") or []]
         self.early_stopped = _early_stopped(state.get("early_stopped"), where)
         self.in_epoch = _in_epoch(state.get("in_epoch"), where)
         if self.in_epoch is not None:           # a save taken inside epoch self.epoch + 1
@@ -702,18 +705,29 @@ class Searcher:
         ckpt.set_rng_state(state["rng"])
 
 
+def _checked_entry(entry, keys: dict, where: str, what: str) -> dict:
+    """A checkpoint's record of DARTS-ES (a hand-edited or foreign file may hold anything):
+    ``keys`` maps each key to its type; a ``genotype`` must read as one."""
+    try:
+        out = {k: entry[k] if t is dict else t(entry[k]) for k, t in keys.items()}
+        if "genotype" in out:
+            from_dict(out["genotype"])
+        return out
+    except (KeyError, TypeError, ValueError, GenotypeError) as e:
+        raise ckpt.CheckpointError(f"{where}: its {what} entry is malformed "
+                                   f"({type(e).__name__}: {e})") from None
+
+
+def _curvature_entry(entry, where: str) -> dict:
+    return _checked_entry(entry, {"epoch": int, "eig": float, "genotype": dict}, where,
+                          "curvature")
+
+
 def _early_stopped(entry, where: str) -> dict | None:
-    """A checkpoint's DARTS-ES decision, checked: ``{"epoch", "genotype_epoch", "ratio",
-    "genotype"}`` (the genotype as ``to_dict`` writes it), or None."""
     if entry is None:
         return None
-    try:
-        from_dict(entry["genotype"])
-        return {"epoch": int(entry["epoch"]), "genotype_epoch": int(entry["genotype_epoch"]),
-                "ratio": float(entry["ratio"]), "genotype": entry["genotype"]}
-    except (KeyError, TypeError, ValueError, GenotypeError) as e:
-        raise ckpt.CheckpointError(f"{where}: its early_stopped entry is malformed "
-                                   f"({type(e).__name__}: {e})") from None
+    return _checked_entry(entry, {"epoch": int, "genotype_epoch": int, "ratio": float,
+                                  "genotype": dict}, where, "early_stopped")
 
 
 def _in_epoch(entry, where: str) -> dict | None:
@@ -765,28 +779,56 @@ def _lookup(benchmark, genotype: Genotype) -> tuple[dict | None, str | None]:
         return None, str(e)
 
 
-def _curvature(s: "Searcher", data: SearchData, history: list[dict]) -> dict:
-    """After epoch ``s.epoch``: its record's ``hessian_eig`` when the schedule measures the
-    curvature then, and ``early_stop`` when DARTS-ES stops the search there (its decision is
-    kept in ``s.early_stopped``, with the genotype it returns)."""
-    from .curvature import darts_es, measured_at
+def _es_start(s: "Searcher") -> int:
+    """The first epoch whose genotype DARTS-ES may return: ``es_start``, and never one from
+    before α's first step (the initial α's genotype)."""
+    sch = s.schedule
+    trained = next((e for e in range(1, sch.epochs + 1) if not s.arch_frozen(e - 1)), sch.epochs)
+    return max(sch.es_start, trained)
+
+
+def _es_note(s: "Searcher") -> str:
+    """When DARTS-ES can first stop this search, or that it cannot."""
+    from .curvature import first_decision
+    sch = s.schedule
+    first = first_decision(sch.epochs, sch.hessian_every, window=sch.es_window,
+                           delta=sch.es_delta, start=_es_start(s))
+    how = (f"measured every {sch.hessian_every} epochs, window {sch.es_window}, delta "
+           f"{sch.es_delta}, returning no genotype from before epoch {_es_start(s)}")
+    if first is None:
+        return (f"note: DARTS-ES cannot stop this {sch.epochs}-epoch search ({how}): it runs "
+                f"to the end")
+    return f"DARTS-ES ({how}): the first possible stop is after epoch {first}"
+
+
+def _curvature(s: "Searcher", data: SearchData, genotype: dict) -> dict:
+    """After epoch ``s.epoch``, when the schedule measures the curvature then: its record's
+    ``hessian_eig`` (and the seconds it took), DARTS-ES' ``es_ratio`` once there is one to
+    compare, and ``early_stop`` when DARTS-ES stops the search there (the decision is kept in
+    ``s.early_stopped``, with the genotype it returns; the measurements in ``s.curvature``,
+    so a resume decides as the uninterrupted search does)."""
+    from .curvature import es_ratio, measured_at
     sch = s.schedule
     if not measured_at(s.epoch, sch.hessian_every, sch.epochs):
         return {}
+    t0 = time.perf_counter()
     eig = s.dominant_eigenvalue(data)
-    out = {"hessian_eig": eig if math.isfinite(eig) else None}    # None: the loss is not finite
-    if not sch.early_stop or s.epoch >= sch.epochs or out["hessian_eig"] is None:
+    out = {"hessian_eig": eig if math.isfinite(eig) else None,   # None: the loss is not finite
+           "hessian_seconds": time.perf_counter() - t0}
+    if out["hessian_eig"] is None:
         return out
-    values = [(r["epoch"], r["hessian_eig"]) for r in history if r.get("hessian_eig") is not None]
-    # a genotype from before α's first step is the initial α's: never return one
-    trained = next((e for e in range(1, sch.epochs + 1) if not s.arch_frozen(e - 1)), sch.epochs)
-    hit = darts_es(values + [(s.epoch, eig)], window=sch.es_window, delta=sch.es_delta,
-                   factor=sch.es_factor, start=max(sch.es_start, trained))
-    if hit is not None:
-        epoch, ratio = hit
-        out["early_stop"] = {"epoch": s.epoch, "genotype_epoch": epoch, "ratio": ratio}
-        genotype = next(r["genotype"] for r in history if r["epoch"] == epoch)
-        s.early_stopped = {**out["early_stop"], "genotype": genotype}
+    s.curvature.append({"epoch": s.epoch, "eig": eig, "genotype": genotype})
+    if not sch.early_stop or s.epoch >= sch.epochs:
+        return out
+    r = es_ratio([(c["epoch"], c["eig"]) for c in s.curvature], window=sch.es_window,
+                 delta=sch.es_delta, start=_es_start(s))
+    if r is None:
+        return out
+    epoch, out["es_ratio"] = r
+    if out["es_ratio"] > sch.es_factor:
+        out["early_stop"] = {"epoch": s.epoch, "genotype_epoch": epoch, "ratio": out["es_ratio"]}
+        returned = next(c["genotype"] for c in s.curvature if c["epoch"] == epoch)
+        s.early_stopped = {**out["early_stop"], "genotype": returned}
     return out
 
 
@@ -864,6 +906,8 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
             if total is not None and total != method.schedule.epochs and resume_state is None:
                 log(f"note: {t!r} has stages over {total} epochs, the schedule "
                     f"{method.schedule.epochs}; stages past the last epoch never start")
+        if method.schedule.early_stop and resume_state is None:
+            log(_es_note(s))
         history: list[dict] = []
         if resume_state is not None:
             s.load_state_dict(resume_state, data, where=str(run.checkpoint_path))
@@ -937,7 +981,7 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                 genotype = s.genotype(data)
                 geno_json, nb201 = _genotype_record(genotype)
                 bench, bench_err = _lookup(benchmark, genotype)
-                curvature = _curvature(s, data, history)
+                curvature = _curvature(s, data, geno_json)
                 seconds = clock["seconds"] + time.perf_counter() - t0
                 s.elapsed += seconds
                 rec = {"epoch": s.epoch, "epochs": epochs, **m, "lr": lr, **reg,
@@ -962,8 +1006,9 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                            "time/epoch_s": seconds}
                 for k, v in (bench or {}).items():
                     scalars[f"benchmark/{k}"] = v
-                if curvature.get("hessian_eig") is not None:
-                    scalars["curvature/hessian_eig"] = curvature["hessian_eig"]
+                for k in ("hessian_eig", "es_ratio"):
+                    if curvature.get(k) is not None:
+                        scalars[f"curvature/{k}"] = curvature[k]
                 run.scalars(s.epoch, scalars)
                 ckpt.save(s.state_dict(data), run.checkpoint_path)
                 clock.update(done=0, seconds=0.0, saved=time.monotonic())

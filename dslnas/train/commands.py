@@ -30,7 +30,8 @@ Recipes (docs/training.md):
   rdarts  the same in RobustDARTS' code-default network: C=16, L=8
   nb201   NAS-Bench-201's training: 200 epochs, batch 256, SGD lr 0.1 cosine, Nesterov
           momentum 0.9, wd 5e-4, C=16, N=5
-The default is darts for top-k spaces (darts, s1-s4) and nb201 for NB201.
+The default is nb201 for NB201 and darts for top-k spaces (darts, s1-s4), except s1-s4 on
+CIFAR-100 and SVHN, which R-DARTS' follow-ups train with rdarts.
 """
 
 _RESUME_OK = ("resume", "data", "device", "stop_after", "checkpoint_minutes", "no_progress",
@@ -76,7 +77,8 @@ def add_command(subparsers) -> None:
                         "Genotype(...) text or a known name (DARTS_V2); not with --resume")
     t.add_argument("--space", metavar="SPACE.nas",
                    help="the genotype's space (default: the search run's space)")
-    t.add_argument("--recipe", help="darts | rdarts | nb201 (default: by the space)")
+    t.add_argument("--recipe", help="darts | rdarts | nb201 (default: by the space and the "
+                                    "dataset, below)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe field or a network parameter (see below)")
     t.add_argument("--epochs", type=_nonneg_int("--epochs"), help="override the recipe")
@@ -414,6 +416,13 @@ def _run(jobs: list[_Job], args) -> int:
                      checkpoint_every=60.0 * args.checkpoint_minutes or None,
                      should_stop=should_stop, log=log, after_iteration=pass_baton)
 
+    for job in jobs:
+        r = job.recipe
+        size = ", ".join(f"{k}={v}" for k, v in job.ir.params
+                         if k not in ("classes", "in_channels"))
+        print(f"{job.run.path}: recipe {r.name} ({r.epochs} epoch{'s' * (r.epochs != 1)}, "
+              f"batch {r.batch_size}; "
+              f"network {size})", file=sys.stderr)
     results = run_together(jobs, run_one, "train")
     several = len(jobs) > 1
     errors = [r for r in results if isinstance(r, BaseException)]
@@ -449,8 +458,9 @@ def _summary(job: _Job, result) -> None:
                        "parameters": result.parameters, "seconds": result.seconds,
                        "recipe": recipe.name, "seed": job.seed, "benchmark": job.benchmark})
     acc = "-" if result.test_acc is None else f"{result.test_acc:.2f}%"
-    print(f"test accuracy {acc} after {result.epochs} epochs; {result.parameters:,} "
-          f"parameters (without the auxiliary head); {result.seconds:.0f} s; "
+    print(f"test accuracy {acc} after {result.epochs} epoch{'s' * (result.epochs != 1)}; "
+          f"{result.parameters:,} parameters (without the auxiliary head); "
+          f"{result.seconds:.0f} s; "
           f"model: {run.path / 'model.pt'}")
     if job.benchmark:
         print("NB201 table (its own 200-epoch training): " + ", ".join(
