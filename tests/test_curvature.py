@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dslnas import cli
 from dslnas.ir.lower import compile_file
 from dslnas.methods.hypergrad import hessian
 from dslnas.methods.spec import get_method
@@ -23,16 +22,10 @@ from dslnas.search.curvature import (arch_hessian, darts_es, dominant_eigenvalue
 from dslnas.search.loop import Searcher
 from dslnas.supernet.network import masked_softmax
 
+from test_search import TINY, run
+
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
 NB201, S1 = SPACES / "nb201.nas", SPACES / "s1.nas"
-TINY = ["--dataset", "digits", "--set", "C=4", "--set", "N=1", "--subset", "64",
-        "--batch-size", "16", "--no-progress"]
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ---- the Hessian ---------------------------------------------------------------------------

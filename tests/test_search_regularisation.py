@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from dslnas import cli
 from dslnas.ir.lower import compile_file
 from dslnas.methods.spec import get_method
 from dslnas.search.curvature import arch_hessian
@@ -17,17 +16,10 @@ from dslnas.supernet.cells import EdgeDropPath
 from dslnas.supernet.partial import partial_edge
 
 from test_fused import pair
+from test_search import TINY, run
 
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
 NB201 = SPACES / "nb201.nas"
-TINY = ["--dataset", "digits", "--set", "C=4", "--set", "N=1", "--subset", "64",
-        "--batch-size", "16", "--no-progress"]
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_edge_masks_drop_at_rate_p_and_rescale_the_rest():
