@@ -4,13 +4,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import attrs
 import pytest
 import torch
 
 from dslnas.ir.lower import compile_file
 from dslnas.methods.spec import get_method
 from dslnas.search.curvature import arch_hessian
-from dslnas.search.loader import DeviceBatches
+from dslnas.search.datasets import load_dataset
+from dslnas.search.loader import DeviceBatches, SearchData
 from dslnas.search.loop import Searcher
 from dslnas.supernet.cells import EdgeDropPath
 from dslnas.supernet.partial import partial_edge
@@ -27,7 +29,6 @@ def test_edge_masks_drop_at_rate_p_and_rescale_the_rest():
     x = torch.zeros(4000, 1, 1, 1)
     assert d.masks(x) is None                       # inactive: no draw, nothing changes
     d.set(0.3, active=True)
-    rng = torch.get_rng_state()
     m = d.masks(x)
     assert m.shape == (14, 4000, 1, 1, 1)
     assert torch.unique(m).tolist() == [0.0, pytest.approx(1 / 0.7)]
@@ -36,7 +37,6 @@ def test_edge_masks_drop_at_rate_p_and_rescale_the_rest():
     assert d.masks(x) is None                       # training only
     d.train()
     d.set(0.0, active=True)                         # the first epoch of a ramp: keeps all
-    torch.set_rng_state(rng)
     assert bool((d.masks(x) == 1).all())
     with pytest.raises(ValueError):
         d.set(1.0, active=True)
@@ -97,6 +97,9 @@ def test_cutout_probability_cuts_that_share_of_images_and_one_keeps_the_stream()
     always = DeviceBatches(imgs, labels, 400, mean=(0.0,) * 3, std=(1.0,) * 3, crop=False,
                            flip=False, shuffle=False, cutout=8, seed=3)
     assert torch.equal(always.next()[0], batch(1.0))    # DARTS' always-on cutout as before
+    ds = load_dataset("digits")
+    data = SearchData.from_dataset(ds, batch_size=32, cutout=4)
+    assert data.train.cutout == data.val.cutout == 4     # R-DARTS cuts the val batches too
 
 
 def test_regularised_search_ramps_records_and_resumes_exactly(tmp_path, capsys):
@@ -113,6 +116,25 @@ def test_regularised_search_ramps_records_and_resumes_exactly(tmp_path, capsys):
     assert [r["cutout_prob"] for r in a] == pytest.approx([0.0, 0.5, 1.0])
     for ra, rb in zip(a, b):
         assert ra["alphas"] == rb["alphas"] and ra["train_loss"] == rb["train_loss"]
+    # drop-path alone changes the search (the loop really sets it on the supernet)
+    dp, plain = tmp_path / "dp", tmp_path / "plain"
+    assert run(capsys, "search", NB201, *args[:5], "--set", "drop_path=0.3", *TINY,
+               "--out", dp)[0] == 0
+    assert run(capsys, "search", NB201, *args[:5], *TINY, "--out", plain)[0] == 0
+    d, p = ([json.loads(l) for l in (r / "metrics.jsonl").read_text().splitlines()]
+            for r in (dp, plain))
+    assert [r["drop_path"] for r in d] == pytest.approx([0.0, 0.15, 0.3])
+    assert d[2]["train_loss"] != p[2]["train_loss"] and "drop_path" not in p[0]
+
+
+def test_the_ramp_stops_at_its_final_value():
+    ir = compile_file(NB201, {"C": 4, "N": 1})
+    spec = get_method("darts").for_family("nb201")
+    s = Searcher(ir, attrs.evolve(spec, schedule=attrs.evolve(spec.schedule, epochs=3)))
+    ramp = []
+    for s.epoch in range(6):                        # bench --epoch may ask past the last
+        ramp.append(s.ramp(0.4))
+    assert ramp == pytest.approx([0.0, 0.2, 0.4, 0.4, 0.4, 0.4])
 
 
 def test_measuring_the_curvature_drops_no_path():

@@ -872,9 +872,9 @@ def _run_jobs(jobs: list[_Job], args) -> int:
 
     serial = len(jobs) > 1 and _serial_on_gpu(jobs)
     if serial:
-        print("lockstep: the relaxation samples inside the CUDA graphs, whose random "
-              "offsets all graphs share: the searches take turns on the GPU too",
-              file=sys.stderr)
+        print("lockstep: the steps draw random numbers (a sampling relaxation or drop-path) "
+              "inside the CUDA graphs, whose random offsets all graphs share: the searches "
+              "take turns on the GPU too", file=sys.stderr)
     results = run_together(jobs, run_one, "search", serial)
     errors = [r for r in results if isinstance(r, BaseException)]
     for job, result in zip(jobs, results):

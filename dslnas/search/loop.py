@@ -551,8 +551,9 @@ class Searcher:
     # ---- transforms with stages (DrNAS progressive) ---------------------------------------
     def ramp(self, final: float) -> float:
         """R-DARTS' linear ramp: ``final · epoch / (epochs - 1)`` in (0-based) ``self.epoch``,
-        0 in the first epoch and ``final`` in the last."""
-        return final * self.epoch / max(1, self.schedule.epochs - 1)
+        0 in the first epoch and ``final`` in the last (and after it: ``bench --epoch``)."""
+        last = max(1, self.schedule.epochs - 1)
+        return final * min(self.epoch, last) / last
 
     def begin_epoch(self) -> None:
         """Set this epoch's search drop-path (R-DARTS) and move stage transforms to its stage
@@ -695,7 +696,10 @@ class Searcher:
         self.epoch = int(state["epoch"])
         self.global_step = int(state.get("global_step", 0))
         self.elapsed = float(state.get("elapsed", 0.0))
-        self.curvature = [_curvature_entry(e, where) for e in state.get("curvature") or []]
+        curvature = state.get("curvature") or []
+        if not isinstance(curvature, list):
+            raise ckpt.CheckpointError(f"{where}: its curvature entry is not a list")
+        self.curvature = [_curvature_entry(e, where) for e in curvature]
         self.early_stopped = _early_stopped(state.get("early_stopped"), where)
         self.in_epoch = _in_epoch(state.get("in_epoch"), where)
         if self.in_epoch is not None:           # a save taken inside epoch self.epoch + 1
@@ -957,7 +961,7 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                 data.train.cutout_prob = data.val.cutout_prob = s.ramp(s.schedule.cutout_prob)
                 reg = {}                    # R-DARTS' regularisation of this epoch, if any
                 if s.schedule.drop_path:
-                    reg["drop_path"] = s.ramp(s.schedule.drop_path)
+                    reg["drop_path"] = s.supernet.drop_path_prob
                 if s.schedule.cutout:
                     reg["cutout_prob"] = data.train.cutout_prob
                 frozen = s.arch_frozen(s.epoch)

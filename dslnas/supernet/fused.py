@@ -309,8 +309,11 @@ class FusedSearchCell(_CellBase):
     def forward(self, inputs: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
         states = [p(x) for p, x in zip(self.preprocess, inputs)]
         acc: list[torch.Tensor | None] = [None] * self.n_total
-        ws = weights[self.w_rows, self.w_cols].unbind(0)
+        ws = weights[self.w_rows, self.w_cols]
         drop = self.edge_drop.masks(states[0])     # an edge's dropped samples: all its terms
+        if drop is not None:                        # one op gives every term its edge's mask
+            ws = ws.view(-1, 1, 1, 1, 1) * drop[self.w_rows]
+        ws = ws.unbind(0)
         partial = self.K > 1
         if partial:
             rest: list[torch.Tensor | None] = [None] * self.n_total
@@ -353,7 +356,7 @@ class FusedSearchCell(_CellBase):
                     y = self.mods[key](x)
                 for t in targets:
                     term = y[t.slot] if batched else y
-                    w = ws[t.wi] if drop is None else ws[t.wi] * drop[t.row]
+                    w = ws[t.wi]
                     acc[t.dst] = w * term if acc[t.dst] is None else \
                         torch.addcmul(acc[t.dst], w, term)
         return self._output(states)

@@ -62,8 +62,8 @@ class Supernet(nn.Module):
     def plain_twin(self) -> "Supernet":
         """This supernet with plain (per-edge) search cells holding the same weights, BN
         statistics, α and masks, in the same mode: the same function, for what needs each
-        edge's own modules (the decorrelation discretizer hooks every op's output). Itself when
-        its cells are plain. Built with the CPU generator forked, so the search's random stream
+        edge's own modules (the decorrelation discretizer hooks every op's output), without
+        search drop-path. Itself when its cells are plain. Built with the CPU generator forked, so the search's random stream
         is not moved; a fresh copy each call (the weights it copies change every step)."""
         if not self.is_fused:
             return self
@@ -131,6 +131,12 @@ class Supernet(nn.Module):
 
     def _edge_drops(self) -> list:
         return [b.edge_drop for kind, b in zip(self.net.kinds, self.net.blocks) if kind == "cell"]
+
+    @property
+    def drop_path_prob(self) -> float:
+        """The search cells' edge drop-path probability now (0 when inactive)."""
+        drops = [d for d in self._edge_drops() if d.active]
+        return float(drops[0].p) if drops else 0.0
 
     def set_drop_path(self, p: float, active: bool | None = None) -> None:
         """Every search cell's edge drop-path probability (RobustDARTS' search-time drop-path,
