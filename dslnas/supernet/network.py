@@ -63,8 +63,9 @@ class Supernet(nn.Module):
         """This supernet with plain (per-edge) search cells holding the same weights, BN
         statistics, α and masks, in the same mode: the same function, for what needs each
         edge's own modules (the decorrelation discretizer hooks every op's output), without
-        search drop-path. Itself when its cells are plain. Built with the CPU generator forked, so the search's random stream
-        is not moved; a fresh copy each call (the weights it copies change every step)."""
+        search drop-path. Itself when its cells are plain. Built with the CPU generator
+        forked, so the search's random stream is not moved; a fresh copy each call (the
+        weights it copies change every step)."""
         if not self.is_fused:
             return self
         args = dict(self._build_args)
