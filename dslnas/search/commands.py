@@ -494,14 +494,14 @@ def resolve_method(name: str | None, method_file: str | None, sets: list[str] | 
     flags = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size),
                                ("split", split), ("hessian_every", hessian_every),
                                ("early_stop", early_stop or None)) if v is not None}
-    schedule = attrs.evolve(method.schedule, **{**file_schedule, **sched_sets, **flags})
-    if schedule.early_stop and schedule.hessian_every == 0 and \
-            "hessian_every" not in {**file_schedule, **sched_sets, **flags}:
-        flags["hessian_every"] = 2                  # R-DARTS' scripts measure every 2 epochs
+    chosen = {**file_schedule, **sched_sets, **flags}
+    schedule = attrs.evolve(method.schedule, **chosen)
+    if schedule.early_stop and schedule.hessian_every == 0 and "hessian_every" not in chosen:
+        chosen["hessian_every"] = 2                 # R-DARTS' scripts measure every 2 epochs
         schedule = attrs.evolve(schedule, hessian_every=2)
     _validate_schedule(schedule)
     method = attrs.evolve(method, schedule=schedule)
-    record = {"schedule": {**file_schedule, **sched_sets, **flags},
+    record = {"schedule": chosen,
               "parts": [f"{'transforms[%d]' % i if kind == 'transforms' else kind}.{k}={v!r}"
                         for (kind, i), k, v in part_opts],
               "network": network, "method_file": method_file, "base": base_name}

@@ -108,9 +108,8 @@ def first_decision(epochs: int, every: int, *, window: int, delta: int,
                    start: int) -> int | None:
     """The first epoch after which DARTS-ES can stop a search of ``epochs`` epochs measured
     every ``every``, or None if it never can (no decision is taken after the last epoch)."""
-    measured = [e for e in range(1, epochs + 1) if measured_at(e, every, epochs)]
-    for n in range(1, len(measured) + 1):
-        i = n - 1 - window // 2 - delta
-        if i >= 0 and measured[i] >= start and measured[n - 1] < epochs:
-            return measured[n - 1]
-    return None
+    # whether a comparison exists depends on the epochs only: any positive values will do
+    values = [(e, 1.0) for e in range(1, epochs) if measured_at(e, every, epochs)]
+    return next((values[n - 1][0] for n in range(1, len(values) + 1)
+                 if es_ratio(values[:n], window=window, delta=delta, start=start) is not None),
+                None)

@@ -794,11 +794,11 @@ def _es_start(s: "Searcher") -> int:
 def _es_note(s: "Searcher") -> str:
     """When DARTS-ES can first stop this search, or that it cannot."""
     from .curvature import first_decision
-    sch = s.schedule
+    sch, start = s.schedule, _es_start(s)
     first = first_decision(sch.epochs, sch.hessian_every, window=sch.es_window,
-                           delta=sch.es_delta, start=_es_start(s))
+                           delta=sch.es_delta, start=start)
     how = (f"measured every {sch.hessian_every} epochs, window {sch.es_window}, delta "
-           f"{sch.es_delta}, returning no genotype from before epoch {_es_start(s)}")
+           f"{sch.es_delta}, returning no genotype from before epoch {start}")
     if first is None:
         return (f"note: DARTS-ES cannot stop this {sch.epochs}-epoch search ({how}): it runs "
                 f"to the end")
