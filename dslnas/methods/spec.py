@@ -20,6 +20,20 @@ from typing import Any
 import attrs
 
 
+ES_MODES = ("stop", "simulate", "ada")
+
+
+def es_mode(value) -> str:
+    """A DARTS-ES mode: "" (off) or one of ES_MODES; a boolean (configs written before the
+    modes existed, ``--set early_stop=true``) reads as "stop" or off."""
+    if value is None or isinstance(value, bool):
+        return "stop" if value else ""
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return "stop"
+    return "" if text in ("", "0", "false", "no", "off", "none") else text
+
+
 @attrs.frozen
 class Schedule:
     epochs: int = 50
@@ -44,11 +58,17 @@ class Schedule:
     cutout_prob: float = 1.0        # the last epoch's probability of cutting an image
     # RobustDARTS' curvature diagnostic and DARTS-ES (dslnas.search.curvature)
     hessian_every: int = 0          # measure the dominant eigenvalue of ∇²_α L_val every N epochs
-    early_stop: bool = False        # DARTS-ES: stop when that eigenvalue has grown (below)
+    # DARTS-ES watches that eigenvalue: "" (off) | "stop" (return the genotype from before its
+    # growth) | "simulate" (note that genotype, search on) | "ada" (DARTS-ADA: roll back to
+    # that epoch, raise w's weight decay, search on)
+    early_stop: str = attrs.field(default="", converter=es_mode)
     es_window: int = 5              # local-average window (odd)
     es_delta: int = 4               # compare with the local average this many values earlier
     es_factor: float = 1.3          # stop when the newer average exceeds the older by this
     es_start: int = 11              # never return a genotype from before this epoch
+    ada_factor: float = 3.0         # DARTS-ADA multiplies w's weight decay by this at a decision
+    ada_max_weight_decay: float = 243e-4    # ... up to this (R-DARTS: 3e-4·3⁴); once there,
+                                            # the search runs to its end
 
 
 @attrs.frozen

@@ -19,6 +19,8 @@ from typing import Any
 
 import attrs
 
+from ..methods.spec import ES_MODES
+
 __all__ = ["add_commands", "resolve_method", "method_from_dict", "method_to_dict",
            "split_sets", "SET_HELP"]
 
@@ -33,8 +35,9 @@ SET_HELP = """\
   2. a schedule field epochs, batch_size, w_lr, w_lr_min, w_momentum, w_nesterov,
                       w_weight_decay, grad_clip, a_lr, a_betas, a_weight_decay,
                       warmup_epochs, inner_steps, split, order, drop_path, cutout,
-                      cutout_prob, hessian_every, early_stop, es_window, es_delta,
-                      es_factor, es_start (e.g. w_lr=0.01)
+                      cutout_prob, hessian_every, early_stop (stop, simulate, ada,
+                      off), es_window, es_delta, es_factor, es_start, ada_factor,
+                      ada_max_weight_decay (e.g. w_lr=0.01)
   3. a network parameter of the space (e.g. C=8, N=1; also classes, in_channels)
   4. OPTION           an option that exactly one part of the method has (e.g. K=2 for
                       pc-darts' partial_channels or idarts-ift's Neumann series)
@@ -152,11 +155,14 @@ def add_commands(subparsers) -> None:
                    help="log the dominant eigenvalue of the validation loss's Hessian in the "
                         "architecture (RobustDARTS) after epoch 1, every N epochs after it and "
                         "after the last")
-    s.add_argument("--early-stop", action="store_true",
-                   help="DARTS-ES: stop when that eigenvalue has grown by es_factor (1.3) and "
-                        "return the genotype from before the growth (measured every 2 epochs "
-                        "unless hessian_every is given; thresholds: --set es_window, es_delta, "
-                        "es_factor, es_start)")
+    s.add_argument("--early-stop", nargs="?", const="stop", choices=ES_MODES, metavar="MODE",
+                   help="DARTS-ES: when that eigenvalue has grown by es_factor (1.3), 'stop' "
+                        "(the default) returns the genotype from before the growth, 'simulate' "
+                        "notes it (genotype_es.*) and searches on, 'ada' (DARTS-ADA) rolls "
+                        "back to it, multiplies w's weight decay by ada_factor (3) up to "
+                        "ada_max_weight_decay (0.0243) and searches on; measured every 2 "
+                        "epochs unless hessian_every is given; thresholds: --set es_window, "
+                        "es_delta, es_factor, es_start")
     s.add_argument("--benchmark", metavar="TABLE.csv",
                    help="an NB201 accuracy table: look the genotype up every epoch")
     s.add_argument("--out", metavar="DIR",
@@ -433,8 +439,18 @@ def _validate_schedule(s) -> None:
         problems.append(f"cutout_prob must be in [0, 1], got {s.cutout_prob}")
     if s.hessian_every < 0:
         problems.append(f"hessian_every must be >= 0, got {s.hessian_every}")
+    if s.early_stop not in ("",) + ES_MODES:
+        problems.append(f"early_stop must be one of {', '.join(ES_MODES)} or off, got "
+                        f"{s.early_stop!r}")
     if s.early_stop and s.hessian_every < 1:
         problems.append("early_stop watches the curvature: it needs hessian_every >= 1")
+    if s.early_stop == "ada":
+        if not 1 < s.ada_factor < float("inf"):
+            problems.append(f"ada_factor must be a finite number > 1, got {s.ada_factor}")
+        if not s.w_weight_decay < s.ada_max_weight_decay < float("inf"):
+            problems.append(f"ada_max_weight_decay ({s.ada_max_weight_decay:g}) must be "
+                            f"finite and above w_weight_decay ({s.w_weight_decay:g}): "
+                            f"DARTS-ADA raises the one to the other")
     if s.es_window < 1 or s.es_window % 2 == 0:
         problems.append(f"es_window must be an odd number >= 1, got {s.es_window}")
     if s.es_delta < 1:
@@ -951,11 +967,18 @@ def _summary(result, method, ir, run) -> None:
     lines = [f"search {status}: space {ir.name}, method {method.name}, "
              f"{result.epochs}/{method.schedule.epochs} epochs, {result.seconds:.1f} s",
              f"genotype:  {text}"]
-    es = result.early_stop
+    es, mode = result.early_stop, method.schedule.early_stop
     if es:
-        lines.insert(1, f"DARTS-ES stopped it after epoch {es['epoch']}: the curvature's local "
-                        f"average is {es['ratio']:.2f}x that centred on epoch "
-                        f"{es['genotype_epoch']}, whose genotype it returns")
+        why = (f"the curvature's local average is {es['ratio']:.2f}x that centred on epoch "
+               f"{es['genotype_epoch']}")
+        lines.insert(1, f"DARTS-ES stopped it after epoch {es['epoch']}: {why}, whose genotype "
+                        f"it returns" if mode == "stop" else
+                        f"DARTS-ES would have stopped it after epoch {es['epoch']} ({why}) and "
+                        f"returned that epoch's genotype: genotype_es.txt")
+    for r in result.rollbacks:
+        lines.append(f"DARTS-ADA: after epoch {r['epoch']} rolled back to epoch "
+                     f"{r['genotype_epoch']} (ratio {r['ratio']:.2f}), w weight decay "
+                     f"{r['w_weight_decay']:g} from then on")
     if result.benchmark:
         lines.append("benchmark: " + ", ".join(f"{k} {v:.2f}" for k, v in result.benchmark.items()))
     elif result.history and "benchmark_error" in result.history[-1]:
@@ -968,8 +991,8 @@ def _summary(result, method, ir, run) -> None:
     print("\n".join(lines))
     run.write_summary({"finished": result.finished, "epochs": result.epochs,
                        "seconds": result.seconds, "genotype": text,
-                       "benchmark": result.benchmark, "darts_es": method.schedule.early_stop,
-                       "early_stop": es})
+                       "benchmark": result.benchmark, "darts_es": mode or None,
+                       "early_stop": es, "ada_rollbacks": result.rollbacks})
 
 
 # ============================================================================================
@@ -989,8 +1012,12 @@ def _schedule_brief(s) -> str:
     if s.hessian_every:
         bits.append(f"∇²_α L_val eigenvalue every {s.hessian_every} epochs")
     if s.early_stop:
-        bits.append(f"DARTS-ES (window {s.es_window}, delta {s.es_delta}, factor "
+        mode = {"stop": "", "simulate": " simulated"}.get(s.early_stop, "")
+        bits.append(f"DARTS-ES{mode} (window {s.es_window}, delta {s.es_delta}, factor "
                     f"{s.es_factor:g}, from epoch {s.es_start})")
+    if s.early_stop == "ada":
+        bits.append(f"DARTS-ADA (w weight decay ×{s.ada_factor:g} per decision, up to "
+                    f"{s.ada_max_weight_decay:g})")
     return ", ".join(bits)
 
 

@@ -45,6 +45,7 @@ from ..genotype import Genotype, GenotypeError, from_dict, to_dict, to_nb201_str
 from ..ir.model import SpaceIR
 from ..methods import hypergrad as hg
 from ..methods.spec import MethodSpec, Part, instantiate
+from . import ada
 from . import checkpoint as ckpt
 from .graphs import Batch, attach_graphs
 from .loader import SearchData
@@ -291,7 +292,9 @@ class SearchResult:
     finished: bool                           # False when stopped early (stop_after)
     run_dir: Path
     interrupted: str | None = None           # why should_stop stopped it (e.g. "SIGTERM")
-    early_stop: dict | None = None           # DARTS-ES' decision, when it stopped the search
+    early_stop: dict | None = None           # DARTS-ES' first decision (it stopped the search
+                                             # in the "stop" mode)
+    rollbacks: list[dict] = attrs.Factory(list)  # DARTS-ADA's rollbacks
 
 
 # ============================================================================================
@@ -344,7 +347,11 @@ class Searcher:
         self.global_step = 0      # weight steps completed (iterations unless inner_steps > 1)
         self.elapsed = 0.0        # seconds of search, over all sessions
         self.curvature: list[dict] = []   # measured: {"epoch", "eig", "genotype"} (DARTS-ES)
-        self.early_stopped: dict | None = None    # DARTS-ES' decision (curvature.darts_es)
+        self.early_stopped: dict | None = None    # DARTS-ES' first decision (curvature.darts_es)
+        # DARTS-ADA (.ada): w's weight decay now, the rollbacks so far, a decision to carry out
+        self.w_weight_decay = self.schedule.w_weight_decay
+        self.rollbacks: list[dict] = []
+        self.ada_pending: dict | None = None
         self._build_optimisers()
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.w_opt, T_max=max(1, self.schedule.epochs), eta_min=self.schedule.w_lr_min)
@@ -372,7 +379,7 @@ class Searcher:
         if not self.weights:
             raise MethodError("the method leaves no supernet weight to train")
         w_kw = dict(lr=s.w_lr, momentum=s.w_momentum, nesterov=s.w_nesterov and s.w_momentum > 0,
-                    weight_decay=s.w_weight_decay)
+                    weight_decay=self.w_weight_decay)
         a_kw = dict(lr=s.a_lr, betas=tuple(s.a_betas),
                     weight_decay=self.relaxation.arch_weight_decay(s.a_weight_decay))
         self.w_opt = _optimizer(torch.optim.SGD, self.weights, self.device, w_kw)
@@ -387,6 +394,19 @@ class Searcher:
     @property
     def is_fused(self) -> bool:
         return self.supernet.is_fused
+
+    @property
+    def es_stopped(self) -> bool:
+        """Whether DARTS-ES has stopped this search (in its "stop" mode)."""
+        return self.schedule.early_stop == "stop" and self.early_stopped is not None
+
+    def es_acts(self) -> bool:
+        """Whether a DARTS-ES decision now would act: "stop" always; "simulate" only the first;
+        "ada" while the weight decay has a raise left (R-DARTS' last round runs to the end)."""
+        from .ada import at_max
+        mode = self.schedule.early_stop
+        return (mode == "stop" or (mode == "simulate" and self.early_stopped is None)
+                or (mode == "ada" and not at_max(self.w_weight_decay, self.schedule)))
 
     @property
     def lr(self) -> float:
@@ -667,6 +687,9 @@ class Searcher:
             "data": data.state_dict() if data is not None else None,
             "curvature": self.curvature,
             "early_stopped": self.early_stopped,
+            "w_weight_decay": self.w_weight_decay,
+            "rollbacks": self.rollbacks,
+            "ada_pending": self.ada_pending,
             "rng": ckpt.rng_state(),
         }
 
@@ -689,6 +712,9 @@ class Searcher:
                 for k, v in (state.get("extra") or {}).items():
                     self.extra[k].copy_(v)
             self.rebuild_optimisers(state["w_opt"], state["a_opt"], state["scheduler"])
+            self.w_weight_decay = float(state.get("w_weight_decay", self.schedule.w_weight_decay))
+            for g in self.w_opt.param_groups:       # a DARTS-ADA rollback raised it
+                g["weight_decay"] = self.w_weight_decay
             if data is not None and state.get("data") is not None:
                 data.load_state_dict(state["data"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
@@ -701,6 +727,13 @@ class Searcher:
             raise ckpt.CheckpointError(f"{where}: its curvature entry is not a list")
         self.curvature = [_curvature_entry(e, where) for e in curvature]
         self.early_stopped = _early_stopped(state.get("early_stopped"), where)
+        rollbacks = state.get("rollbacks") or []
+        if not isinstance(rollbacks, list):
+            raise ckpt.CheckpointError(f"{where}: its rollbacks entry is not a list")
+        self.rollbacks = [_decision(e, where, "rollbacks", w_weight_decay=float)
+                          for e in rollbacks]
+        pending = state.get("ada_pending")
+        self.ada_pending = None if pending is None else _decision(pending, where, "ada_pending")
         self.in_epoch = _in_epoch(state.get("in_epoch"), where)
         if self.in_epoch is not None:           # a save taken inside epoch self.epoch + 1
             with torch.no_grad():
@@ -728,10 +761,13 @@ def _curvature_entry(entry, where: str) -> dict:
 
 
 def _early_stopped(entry, where: str) -> dict | None:
-    if entry is None:
-        return None
-    return _checked_entry(entry, {"epoch": int, "genotype_epoch": int, "ratio": float,
-                                  "genotype": dict}, where, "early_stopped")
+    return None if entry is None else _decision(entry, where, "early_stopped", genotype=dict)
+
+
+def _decision(entry, where: str, what: str, **more) -> dict:
+    """A DARTS-ES decision: the epoch it was taken after, the epoch it returns to, the ratio."""
+    return _checked_entry(entry, {"epoch": int, "genotype_epoch": int, "ratio": float, **more},
+                          where, what)
 
 
 def _in_epoch(entry, where: str) -> dict | None:
@@ -808,9 +844,10 @@ def _es_note(s: "Searcher") -> str:
 def _curvature(s: "Searcher", data: SearchData, genotype: dict) -> dict:
     """After epoch ``s.epoch``, when the schedule measures the curvature then: its record's
     ``hessian_eig`` (and the seconds it took), DARTS-ES' ``es_ratio`` once there is one to
-    compare, and ``early_stop`` when DARTS-ES stops the search there (the decision is kept in
-    ``s.early_stopped``, with the genotype it returns; the measurements in ``s.curvature``,
-    so a resume decides as the uninterrupted search does)."""
+    compare, and ``early_stop`` when DARTS-ES decides there and the decision acts
+    (``Searcher.es_acts``). The first decision is kept in ``s.early_stopped`` with the genotype
+    it returns, a DARTS-ADA one in ``s.ada_pending``; the measurements in ``s.curvature``, so a
+    resume decides as the uninterrupted search does."""
     from .curvature import es_ratio, measured_at
     sch = s.schedule
     if not measured_at(s.epoch, sch.hessian_every, sch.epochs):
@@ -829,10 +866,17 @@ def _curvature(s: "Searcher", data: SearchData, genotype: dict) -> dict:
     if r is None:
         return out
     epoch, out["es_ratio"] = r
-    if out["es_ratio"] > sch.es_factor:
-        out["early_stop"] = {"epoch": s.epoch, "genotype_epoch": epoch, "ratio": out["es_ratio"]}
+    if out["es_ratio"] <= sch.es_factor or not s.es_acts():
+        return out
+    decision = {"epoch": s.epoch, "genotype_epoch": epoch, "ratio": out["es_ratio"]}
+    if s.early_stopped is None:
         returned = next(c["genotype"] for c in s.curvature if c["epoch"] == epoch)
-        s.early_stopped = {**out["early_stop"], "genotype": returned}
+        s.early_stopped = {**decision, "genotype": returned}
+    out["early_stop"] = {**decision, "action": sch.early_stop}
+    if sch.early_stop == "ada":
+        from .ada import raised
+        s.ada_pending = decision
+        out["early_stop"]["w_weight_decay"] = raised(s.w_weight_decay, sch)
     return out
 
 
@@ -854,8 +898,12 @@ def epoch_line(rec: dict) -> str:
         parts.append("α frozen")
     if rec.get("hessian_eig") is not None:
         parts.append(f"λmax {rec['hessian_eig']:.4g}")
-    if rec.get("early_stop"):
-        parts.append(f"DARTS-ES: stop, genotype of epoch {rec['early_stop']['genotype_epoch']}")
+    es = rec.get("early_stop")
+    if es:
+        parts.append({"simulate": f"DARTS-ES (simulated): would stop, genotype of epoch "
+                                  f"{es['genotype_epoch']}",
+                      "ada": f"DARTS-ADA: roll back to epoch {es['genotype_epoch']}"}.get(
+            es.get("action"), f"DARTS-ES: stop, genotype of epoch {es['genotype_epoch']}"))
     if rec.get("nb201"):
         parts.append(rec["nb201"])
     if rec.get("benchmark"):
@@ -865,15 +913,29 @@ def epoch_line(rec: dict) -> str:
 
 
 def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
-           device: str | torch.device = "cpu", seed: int = 0, deterministic: bool = False,
-           resume_state: dict | None = None, benchmark=None, progress: bool = True,
-           stop_after: int | None = None, channels_last: bool = False,
-           log: Callable[[str], None] | None = None,
-           cuda_graphs: bool | None = None, fused: bool | None = None,
-           compile_cells: bool | None = None, checkpoint_every: float | None = None,
-           should_stop: Callable[[], str | None] | None = None,
-           after_iteration: Callable[[], None] | None = None) -> SearchResult:
+           resume_state: dict | None = None, **options) -> SearchResult:
     """Search ``ir`` with ``method`` on ``data``, writing into ``run``; see the module doc.
+    Options: those of :func:`_search_round`, which runs the search until it ends or, with
+    DARTS-ADA, until a rollback (:mod:`.ada`), after which the search resumes from the
+    rolled-back state as a killed search resumes from its checkpoint."""
+    while True:
+        out = _search_round(ir, method, data, run, resume_state=resume_state, **options)
+        if isinstance(out, SearchResult):
+            return out
+        resume_state = out
+
+
+def _search_round(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
+                  device: str | torch.device = "cpu", seed: int = 0, deterministic: bool = False,
+                  resume_state: dict | None = None, benchmark=None, progress: bool = True,
+                  stop_after: int | None = None, channels_last: bool = False,
+                  log: Callable[[str], None] | None = None,
+                  cuda_graphs: bool | None = None, fused: bool | None = None,
+                  compile_cells: bool | None = None, checkpoint_every: float | None = None,
+                  should_stop: Callable[[], str | None] | None = None,
+                  after_iteration: Callable[[], None] | None = None) -> SearchResult | dict:
+    """:func:`search` up to its end (a SearchResult) or a DARTS-ADA rollback (the state to
+    resume from).
 
     ``resume_state``: a checkpoint dict (``checkpoint.load``) to continue from. ``benchmark``: a
     :class:`~dslnas.bench.nb201.BenchmarkTable` to look the genotype up in every epoch.
@@ -955,7 +1017,7 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
         genotype = None
         interrupted = None
         try:
-            while s.epoch < last and s.early_stopped is None:
+            while s.epoch < last and not s.es_stopped and s.ada_pending is None:
                 t0 = time.perf_counter()
                 s.begin_epoch()
                 data.train.cutout_prob = data.val.cutout_prob = s.ramp(s.schedule.cutout_prob)
@@ -1001,6 +1063,8 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                     if bench_err:
                         rec["benchmark_error"] = bench_err
                 rec.update(curvature)
+                if s.schedule.early_stop == "ada":
+                    rec["w_weight_decay"] = s.w_weight_decay
                 rec["seconds"] = seconds
                 rec["elapsed"] = s.elapsed
                 run.append_metrics(rec)
@@ -1015,10 +1079,15 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
                         scalars[f"curvature/{k}"] = curvature[k]
                 run.scalars(s.epoch, scalars)
                 ckpt.save(s.state_dict(data), run.checkpoint_path)
+                if (curvature.get("hessian_eig") is not None and s.schedule.early_stop == "ada"
+                        and s.es_acts() and s.epoch >= _es_start(s)):
+                    ada.keep_snapshot(run, s.epoch)     # a state DARTS-ADA may return to
                 clock.update(done=0, seconds=0.0, saved=time.monotonic())
                 if bar is not None:
                     bar.set_postfix(loss=_fmt(m["train_loss"]), val=_fmt(m["val_acc"], ".1f"))
                 write(epoch_line(rec))
+                if s.ada_pending is not None:
+                    break
                 interrupted = should_stop() if should_stop is not None else None
                 if interrupted is not None and s.epoch < last:
                     write(f"stopped ({interrupted}) after epoch {s.epoch}; checkpoint saved")
@@ -1026,16 +1095,26 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
         finally:
             if bar is not None:
                 bar.close()
-        if s.early_stopped is not None:             # DARTS-ES returns an earlier genotype
-            genotype = from_dict(s.early_stopped["genotype"])
+        if s.ada_pending is not None and interrupted is None:
+            state = ada.roll_back(s, run)
+            write(f"DARTS-ADA: rolled back to epoch {state['epoch']}; w weight decay now "
+                  f"{state['w_weight_decay']:g}")
+            return state
+        es_genotype = None if s.early_stopped is None else from_dict(s.early_stopped["genotype"])
+        if s.es_stopped:                            # DARTS-ES returns an earlier genotype
+            genotype = es_genotype
         elif genotype is None:                      # resumed a finished run, or zero epochs
             genotype = s.genotype(data)
-        finished = s.epoch >= epochs or s.early_stopped is not None
+        finished = s.epoch >= epochs or s.es_stopped
         bench, _ = _lookup(benchmark, genotype)
         if finished:
             run.write_genotype(genotype, ir)
+            if es_genotype is not None and not s.es_stopped:    # simulated, or DARTS-ADA's
+                run.write_genotype(es_genotype, ir, stem="genotype_es")
+            ada.finish(run)
         return SearchResult(genotype=genotype, alphas=s.alphas(), strengths=s.strengths(),
                             history=history, benchmark=bench, seconds=s.elapsed,
                             epochs=s.epoch, finished=finished, run_dir=run.path,
                             interrupted=None if finished else interrupted,
-                            early_stop=_without_genotype(s.early_stopped))
+                            early_stop=_without_genotype(s.early_stopped),
+                            rollbacks=list(s.rollbacks))

@@ -185,17 +185,17 @@ class RunDir:
             raise RunDirError(f"cannot read {self.path / CONFIG}: {e}") from None
 
     # ---- metrics --------------------------------------------------------------------------
-    def append_metrics(self, record: dict) -> None:
+    def append_metrics(self, record: dict, name: str = METRICS) -> None:
         line = json.dumps(_jsonable(record), allow_nan=False)
         try:
-            with open(self.path / METRICS, "a") as f:
+            with open(self.path / name, "a") as f:
                 f.write(line + "\n")
                 f.flush()
         except OSError as e:
-            raise RunDirError(f"cannot write {self.path / METRICS}: {e.strerror or e}") from None
+            raise RunDirError(f"cannot write {self.path / name}: {e.strerror or e}") from None
 
-    def read_metrics(self) -> list[dict]:
-        p = self.path / METRICS
+    def read_metrics(self, name: str = METRICS) -> list[dict]:
+        p = self.path / name
         if not p.exists():
             return []
         out = []
@@ -251,15 +251,15 @@ class RunDir:
         print(f"note: TensorBoard logging disabled ({type(e).__name__}: {e})", file=sys.stderr)
 
     # ---- final outputs --------------------------------------------------------------------
-    def write_genotype(self, genotype, ir=None) -> dict[str, Path]:
-        """genotype.json, genotype.txt (every format that applies) and a drawing (.svg, or .dot
-        when graphviz is missing). Drawing problems are reported, never raised."""
+    def write_genotype(self, genotype, ir=None, stem: str = "genotype") -> dict[str, Path]:
+        """STEM.json, STEM.txt (every format that applies) and a drawing (.svg, or .dot when
+        graphviz is missing). Drawing problems are reported, never raised."""
         from ..genotype import GenotypeError, to_darts_text, to_json, to_nb201_string
         from ..render import RenderError, genotype_dot, render_genotype
 
         written = {}
-        self._write_text("genotype.json", to_json(genotype, indent=2) + "\n")
-        written["json"] = self.path / "genotype.json"
+        self._write_text(f"{stem}.json", to_json(genotype, indent=2) + "\n")
+        written["json"] = self.path / f"{stem}.json"
         lines = [f"# genotype of space {genotype.space}", "", "json:", to_json(genotype), ""]
         for name, fmt in (("nb201", to_nb201_string), ("darts", to_darts_text)):
             try:
@@ -267,13 +267,13 @@ class RunDir:
             except GenotypeError:
                 continue
             lines += [f"{name}:", text, ""]
-        self._write_text("genotype.txt", "\n".join(lines))
-        written["txt"] = self.path / "genotype.txt"
-        svg = self.path / "genotype.svg"
+        self._write_text(f"{stem}.txt", "\n".join(lines))
+        written["txt"] = self.path / f"{stem}.txt"
+        svg = self.path / f"{stem}.svg"
         try:
             written["svg"] = render_genotype(genotype, svg)
         except RenderError as e:
-            dot = e.dot_path or self.path / "genotype.dot"
+            dot = e.dot_path or self.path / f"{stem}.dot"
             if not dot.exists():
                 try:
                     self._write_text(dot.name, genotype_dot(genotype))
@@ -284,12 +284,12 @@ class RunDir:
             print(f"note: {e}", file=sys.stderr)
         except Exception as e:                          # noqa: BLE001 - a drawing never fails a run
             try:
-                self._write_text("genotype.dot", genotype_dot(genotype))
-                written["dot"] = self.path / "genotype.dot"
+                self._write_text(f"{stem}.dot", genotype_dot(genotype))
+                written["dot"] = self.path / f"{stem}.dot"
             except RunDirError:
                 pass
             print(f"note: could not draw the genotype ({type(e).__name__}: {e}); wrote "
-                  f"genotype.dot instead", file=sys.stderr)
+                  f"{stem}.dot instead", file=sys.stderr)
         return written
 
     def write_summary(self, summary: dict) -> None:
