@@ -104,6 +104,7 @@ from typing import Callable, Iterable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))            # dslnas from this checkout (not installed on the device)
+from dslnas.runs import mean_std  # noqa: E402
 SPACE = REPO / "spaces" / "nb201.nas"
 SIDECAR = "reproduce.json"
 CHECKPOINT = "checkpoint.pt"
@@ -800,14 +801,6 @@ def lookup(table, nb201: str | None) -> dict[str, float | None]:
         except BenchmarkError:
             acc[key] = None
     return acc
-
-
-def mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (n - 1); std None with fewer than two values."""
-    if not values:
-        return None, None
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def method_order(names: Iterable[str]) -> list[str]:

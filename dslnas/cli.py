@@ -127,7 +127,44 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
     from .train.commands import add_command as add_train_command
     add_train_command(sub)
+
+    rep = sub.add_parser("report", help="runs side by side, mean ± std over each group's seeds",
+                         description="Tabulate search and training runs: every run, and mean ± "
+                                     "sample std over the finished runs of each group that "
+                                     "differs in the seed only (same space, method or "
+                                     "training recipe, dataset; for training, same genotype).")
+    rep.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                     help="run directories of `dslnas search` or `dslnas train`")
+    rep.add_argument("--benchmark", metavar="TABLE.csv",
+                     help="an NB201 accuracy table: look up the genotypes of searches that did "
+                          "not look them up themselves")
+    rep.add_argument("--json", action="store_true", help="one JSON object: groups and runs")
+    rep.set_defaults(func=cmd_report)
     return p
+
+
+def cmd_report(args) -> int:
+    import attrs
+
+    from .runs import RunError, format_report, groups, read_run
+    table = None
+    if args.benchmark:
+        from .bench.nb201 import BenchmarkError, BenchmarkTable
+        try:
+            table = BenchmarkTable.load(args.benchmark)
+        except BenchmarkError as e:
+            raise UserError(f"--benchmark: {e}") from None
+    try:
+        runs = [read_run(p, table) for p in args.runs]
+    except RunError as e:
+        raise UserError(str(e)) from None
+    if args.json:
+        as_dicts = [attrs.asdict(r, value_serializer=lambda _, __, v: str(v)
+                                 if isinstance(v, Path) else v) for r in runs]
+        print(json.dumps({"groups": groups(runs), "runs": as_dicts}, indent=2))
+    else:
+        print(format_report(runs))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
