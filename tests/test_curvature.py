@@ -17,8 +17,9 @@ from dslnas.ir.lower import compile_file
 from dslnas.methods.hypergrad import hessian
 from dslnas.methods.spec import get_method
 from dslnas.search import checkpoint as ckpt
-from dslnas.search.curvature import (arch_hessian, darts_es, dominant_eigenvalue, es_ratio,
-                                     first_decision, measured_at)
+from dslnas.search.curvature import (arch_eigenvalue, arch_hessian, darts_es,
+                                     dominant_eigenvalue, es_ratio, first_decision,
+                                     lanczos_max, measured_at)
 from dslnas.search.loop import Searcher
 from dslnas.supernet.network import masked_softmax
 
@@ -117,6 +118,40 @@ def test_arch_hessian_is_the_validation_losss_and_changes_nothing(method):
         assert torch.equal(v, state[k]), k
     assert all(torch.equal(p, e) for p, e in zip(s.arch, extra))
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_lanczos_finds_the_largest_eigenvalue_from_below():
+    """Ritz values lie inside the spectrum and grow with the steps; n steps are exact, and a
+    spectrum with a gap at the top converges long before."""
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(60, 60, dtype=torch.float64, generator=g))
+    spectrum = torch.cat([torch.tensor([3.0, 2.0]), torch.rand(58, dtype=torch.float64,
+                                                               generator=g) * 1.5 - 0.5])
+    h = q @ torch.diag(spectrum) @ q.T
+    calls = []
+
+    def matvec(v):
+        calls.append(1)
+        return h @ v
+
+    top = [lanczos_max(matvec, 60, k) for k in (1, 2, 5, 10, 20, 60)]
+    assert all(a <= b + 1e-12 for a, b in zip(top, top[1:])) and top[-1] <= 3.0 + 1e-12
+    assert top[-1] == pytest.approx(3.0, abs=1e-12) and top[3] == pytest.approx(3.0, rel=1e-6)
+    assert len(calls) == 1 + 2 + 5 + 10 + 20 + 60                   # one product per step
+    assert lanczos_max(lambda v: 2.5 * v, 7, 20) == pytest.approx(2.5)   # stops at once
+
+
+def test_the_lanczos_eigenvalue_is_the_dense_one():
+    torch.manual_seed(0)
+    s = Searcher(compile_file(NB201, {"C": 4, "N": 1}), get_method("darts").for_family("nb201"))
+    s.supernet.double()
+    g = torch.Generator().manual_seed(1)
+    batch = (torch.randn(8, 3, 16, 16, generator=g, dtype=torch.float64),
+             torch.randint(0, 10, (8,), generator=g))
+    dense = dominant_eigenvalue(arch_hessian(s, batch))
+    assert arch_eigenvalue(s, batch) == dense
+    assert arch_eigenvalue(s, batch, lanczos_steps=30) == pytest.approx(dense, rel=1e-10)
+    assert arch_eigenvalue(s, batch, lanczos_steps=12) == pytest.approx(dense, rel=1e-3)
 
 
 def test_a_sampling_relaxation_has_no_curvature_to_track(capsys, tmp_path):
@@ -220,6 +255,13 @@ def test_measuring_the_curvature_leaves_the_search_bit_identical(tmp_path, capsy
     config = json.loads((tmp_path / "b" / "config.json").read_text())
     assert config["method"]["schedule"]["hessian_every"] == 2
     assert not config["method"]["schedule"]["early_stop"]
+    # Lanczos: the same eigenvalues (30 steps span NB201's 30 entries), the same search
+    assert run(capsys, "search", NB201, *args, "--hessian-every", 2, "--set",
+               "lanczos_steps=30", "--out", tmp_path / "c")[0] == 0
+    c = [json.loads(l) for l in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["alphas"] for r in c] == [r["alphas"] for r in a]
+    eigs = [[r["hessian_eig"] for r in run_ if "hessian_eig" in r] for run_ in (b, c)]
+    assert len(eigs[1]) == 2 and eigs[1] == pytest.approx(eigs[0], rel=1e-5)
 
 
 def test_early_stop_returns_the_earlier_genotype_and_a_resume_keeps_it(tmp_path, capsys):
@@ -296,6 +338,7 @@ def test_a_malformed_early_stop_entry_in_a_checkpoint_exits_2(tmp_path, capsys):
     (["--early-stop", "--set", "hessian_every=0"], "needs hessian_every >= 1"),
     (["--set", "es_factor=nan"], "es_factor must be a finite number"),
     (["--hessian-every", "-1"], "hessian_every must be >= 0"),
+    (["--set", "lanczos_steps=-2"], "lanczos_steps must be >= 0"),
 ])
 def test_bad_curvature_settings_exit_2(tmp_path, capsys, sets, message):
     code, _, err = run(capsys, "search", NB201, "--method", "darts", *sets, *TINY,

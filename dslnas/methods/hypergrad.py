@@ -163,12 +163,14 @@ class _HessianOperator:
         return [h.detach() for h in _grad(inner, self.params, retain_graph=True)]
 
 
-def hessian(loss_fn: Callable[[], Tensor], params: Sequence[Tensor],
-            entries: Sequence[Tensor] | None = None, hold: Sequence[Tensor] = ()) -> Tensor:
-    """The dense Hessian of ``loss_fn()`` w.r.t. the selected entries of ``params``: one
-    H·e_i per entry over one retained graph. ``entries``: a boolean mask per parameter
-    (default: every entry), flattened in order; ``hold``: tensors held constant in the
-    forward (the weights, when only the architecture's curvature is wanted)."""
+def hessian_operator(loss_fn: Callable[[], Tensor], params: Sequence[Tensor],
+                     entries: Sequence[Tensor] | None = None,
+                     hold: Sequence[Tensor] = ()) -> tuple[int, Callable[[Tensor], Tensor]]:
+    """``(n, v ↦ H·v)`` for the Hessian of ``loss_fn()`` w.r.t. the selected entries of
+    ``params``, flattened in order into vectors of length n; every product reuses one retained
+    graph. ``entries``: a boolean mask per parameter (default: every entry); ``hold``: tensors
+    held constant in the forward (the weights, when only the architecture's curvature is
+    wanted)."""
     params = list(params)
     entries = [None] * len(params) if entries is None else list(entries)
     if len(entries) != len(params):
@@ -177,13 +179,26 @@ def hessian(loss_fn: Callable[[], Tensor], params: Sequence[Tensor],
              for p, m in zip(params, entries)]
     with _constant(hold):
         op = _HessianOperator(loss_fn, params)
-    index = [(k, i) for k, m in enumerate(masks) for i in m.flatten().nonzero().flatten().tolist()]
-    cols = []
-    for k, i in index:
+    sizes = [int(m.sum()) for m in masks]
+
+    def matvec(v: Tensor) -> Tensor:
         vec = [torch.zeros_like(p) for p in params]
-        vec[k].view(-1)[i] = 1.0
-        cols.append(torch.cat([h[m] for h, m in zip(op(vec), masks)]))
-    return torch.stack(cols, dim=1) if cols else torch.zeros(0, 0)
+        for x, m, part in zip(vec, masks, v.split(sizes)):
+            x[m] = part.to(x)
+        return torch.cat([h[m] for h, m in zip(op(vec), masks)])
+
+    return sum(sizes), matvec
+
+
+def hessian(loss_fn: Callable[[], Tensor], params: Sequence[Tensor],
+            entries: Sequence[Tensor] | None = None, hold: Sequence[Tensor] = ()) -> Tensor:
+    """The dense Hessian of ``loss_fn()`` w.r.t. the selected entries of ``params``
+    (:func:`hessian_operator`): one H·e_i per entry."""
+    n, matvec = hessian_operator(loss_fn, params, entries, hold)
+    if n == 0:
+        return torch.zeros(0, 0)
+    eye = torch.eye(n, device=params[0].device, dtype=params[0].dtype)
+    return torch.stack([matvec(e) for e in eye], dim=1)
 
 
 def mixed_vp(loss_fn: Callable[[], Tensor], weights: Sequence[Tensor], alphas: Sequence[Tensor],

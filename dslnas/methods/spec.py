@@ -58,6 +58,7 @@ class Schedule:
     cutout_prob: float = 1.0        # the last epoch's probability of cutting an image
     # RobustDARTS' curvature diagnostic and DARTS-ES (dslnas.search.curvature)
     hessian_every: int = 0          # measure the dominant eigenvalue of ∇²_α L_val every N epochs
+    lanczos_steps: int = 0          # ... from the dense matrix (0, R-DARTS) or N Lanczos steps
     # DARTS-ES watches that eigenvalue: "" (off) | "stop" (return the genotype from before its
     # growth) | "simulate" (note that genotype, search on) | "ada" (DARTS-ADA: roll back to
     # that epoch, raise w's weight decay, search on)

@@ -35,9 +35,9 @@ SET_HELP = """\
   2. a schedule field epochs, batch_size, w_lr, w_lr_min, w_momentum, w_nesterov,
                       w_weight_decay, grad_clip, a_lr, a_betas, a_weight_decay,
                       warmup_epochs, inner_steps, split, order, drop_path, cutout,
-                      cutout_prob, hessian_every, early_stop (stop, simulate, ada,
-                      off), es_window, es_delta, es_factor, es_start, ada_factor,
-                      ada_max_weight_decay (e.g. w_lr=0.01)
+                      cutout_prob, hessian_every, lanczos_steps, early_stop (stop,
+                      simulate, ada, off), es_window, es_delta, es_factor, es_start,
+                      ada_factor, ada_max_weight_decay (e.g. w_lr=0.01)
   3. a network parameter of the space (e.g. C=8, N=1; also classes, in_channels)
   4. OPTION           an option that exactly one part of the method has (e.g. K=2 for
                       pc-darts' partial_channels or idarts-ift's Neumann series)
@@ -154,7 +154,8 @@ def add_commands(subparsers) -> None:
     s.add_argument("--hessian-every", type=_nonneg_int("--hessian-every"), metavar="N",
                    help="log the dominant eigenvalue of the validation loss's Hessian in the "
                         "architecture (RobustDARTS) after epoch 1, every N epochs after it and "
-                        "after the last")
+                        "after the last (from the dense Hessian; --set lanczos_steps=20: "
+                        "from 20 Lanczos steps, 20 products instead of one per α entry)")
     s.add_argument("--early-stop", nargs="?", const="stop", choices=ES_MODES, metavar="MODE",
                    help="DARTS-ES: when that eigenvalue has grown by es_factor (1.3), 'stop' "
                         "(the default) returns the genotype from before the growth, 'simulate' "
@@ -439,6 +440,8 @@ def _validate_schedule(s) -> None:
         problems.append(f"cutout_prob must be in [0, 1], got {s.cutout_prob}")
     if s.hessian_every < 0:
         problems.append(f"hessian_every must be >= 0, got {s.hessian_every}")
+    if s.lanczos_steps < 0:
+        problems.append(f"lanczos_steps must be >= 0, got {s.lanczos_steps}")
     if s.early_stop not in ("",) + ES_MODES:
         problems.append(f"early_stop must be one of {', '.join(ES_MODES)} or off, got "
                         f"{s.early_stop!r}")
@@ -1010,7 +1013,8 @@ def _schedule_brief(s) -> str:
         bits.append(f"T={s.inner_steps} weight steps per α step")
     bits.append(f"split {s.split}, {s.order.replace('_', ' ')}")
     if s.hessian_every:
-        bits.append(f"∇²_α L_val eigenvalue every {s.hessian_every} epochs")
+        how = f" ({s.lanczos_steps} Lanczos steps)" if s.lanczos_steps else ""
+        bits.append(f"∇²_α L_val eigenvalue every {s.hessian_every} epochs{how}")
     if s.early_stop:
         mode = {"stop": "", "simulate": " simulated"}.get(s.early_stop, "")
         bits.append(f"DARTS-ES{mode} (window {s.es_window}, delta {s.es_delta}, factor "

@@ -22,13 +22,17 @@ as they were, so measuring does not change the search.
 """
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import torch
 import torch.nn.functional as F
 
 from ..methods import hypergrad as hg
 
-__all__ = ["arch_hessian", "dominant_eigenvalue", "darts_es", "es_ratio", "first_decision",
-           "measured_at"]
+T = TypeVar("T")
+
+__all__ = ["arch_eigenvalue", "arch_hessian", "dominant_eigenvalue", "darts_es", "es_ratio",
+           "first_decision", "lanczos_max", "measured_at"]
 
 
 def measured_at(epoch: int, every: int, epochs: int) -> bool:
@@ -37,9 +41,10 @@ def measured_at(epoch: int, every: int, epochs: int) -> bool:
     return every > 0 and ((epoch - 1) % every == 0 or epoch == epochs)
 
 
-def arch_hessian(searcher, batch) -> torch.Tensor:
-    """H (float64, symmetric) of ``searcher``'s validation loss on ``batch`` w.r.t. its live
-    architecture entries, architecture weight decay included; nothing of the search changes."""
+def _arch_operator(searcher, batch, use: Callable[[int, Callable], T]) -> T:
+    """``use(n, v ↦ H·v)`` for the Hessian of ``searcher``'s validation loss on ``batch``
+    w.r.t. its live architecture entries (weight decay not included), in train mode with the
+    cells' eager code and no drop-path; BN statistics and the mode are restored after."""
     s, (x, y) = searcher, batch
     net = s.supernet
     by_id = {id(a): net.mask(g) for g, a in net.alphas.items()}
@@ -51,16 +56,66 @@ def arch_hessian(searcher, batch) -> torch.Tensor:
         # compiled graphs support one backward only; R-DARTS' Hessian also dropped paths at
         # random, ours is of the loss itself
         with net.eager_cells(), net.no_drop_path():
-            h = hg.hessian(lambda: F.cross_entropy(s._logits(x), y), s.arch, masks,
-                           hold=s.weights)
+            return use(*hg.hessian_operator(lambda: F.cross_entropy(s._logits(x), y), s.arch,
+                                            masks, hold=s.weights))
     finally:
         net.train(was_training)
         with torch.no_grad():
             for k, b in net.named_buffers():
                 b.copy_(saved[k])
-    h = h.double()
-    wd = s.relaxation.arch_weight_decay(s.schedule.a_weight_decay)
-    return (h + h.T) / 2 + wd * torch.eye(len(h), dtype=h.dtype, device=h.device)
+
+
+def _arch_weight_decay(searcher) -> float:
+    return searcher.relaxation.arch_weight_decay(searcher.schedule.a_weight_decay)
+
+
+def arch_hessian(searcher, batch) -> torch.Tensor:
+    """H (float64, symmetric) of ``searcher``'s validation loss on ``batch`` w.r.t. its live
+    architecture entries, architecture weight decay included; nothing of the search changes."""
+    def dense(n: int, matvec) -> torch.Tensor:
+        if n == 0:
+            return torch.zeros(0, 0, dtype=torch.float64)
+        return torch.stack([matvec(e) for e in torch.eye(n, dtype=torch.float64)], 1).double()
+    h = _arch_operator(searcher, batch, dense)
+    return (h + h.T) / 2 + _arch_weight_decay(searcher) * torch.eye(len(h), dtype=h.dtype)
+
+
+def arch_eigenvalue(searcher, batch, lanczos_steps: int = 0) -> float:
+    """The largest eigenvalue of :func:`arch_hessian`: from the dense matrix (``lanczos_steps``
+    0, as R-DARTS), or from that many Lanczos steps (one product each instead of one per
+    entry; exact once they reach the number of entries)."""
+    if not lanczos_steps:
+        return dominant_eigenvalue(arch_hessian(searcher, batch))
+    top = _arch_operator(searcher, batch,
+                         lambda n, matvec: lanczos_max(matvec, n, lanczos_steps))
+    return top + _arch_weight_decay(searcher)
+
+
+def lanczos_max(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, steps: int) -> float:
+    """The largest eigenvalue of the symmetric n×n operator ``matvec`` after ``steps`` Lanczos
+    steps with full reorthogonalisation (float64; the start vector comes from a fixed seed of
+    its own, so the search's random stream is untouched)."""
+    if n == 0:
+        return 0.0
+    q = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    basis = [q / q.norm()]
+    diag: list[float] = []
+    off: list[float] = []
+    for _ in range(min(steps, n)):
+        w = matvec(basis[-1]).double().cpu()
+        diag.append(float(w @ basis[-1]))
+        for _ in range(2):          # twice is enough (Kahan-Parlett)
+            w = w - torch.stack(basis, 1) @ (torch.stack(basis, 1).T @ w)
+        beta = float(w.norm())
+        if beta <= 1e-12 * max(1.0, max(abs(d) for d in diag)) or len(diag) == n:
+            break                   # an invariant subspace: T's eigenvalues are exact
+        off.append(beta)
+        basis.append(w / beta)
+    t = torch.diag(torch.tensor(diag, dtype=torch.float64))
+    if off:
+        o = torch.tensor(off[:len(diag) - 1], dtype=torch.float64)
+        t = t + torch.diag(o, 1) + torch.diag(o, -1)
+    return float(torch.linalg.eigvalsh(t).max())
 
 
 def dominant_eigenvalue(h: torch.Tensor) -> float:

@@ -634,8 +634,8 @@ class Searcher:
     def dominant_eigenvalue(self, data: SearchData) -> float:
         """The largest eigenvalue of ∇²_α L_val on the first held-out val batch, as RobustDARTS
         tracks it (:mod:`.curvature`); the search's state and random stream are untouched."""
-        from .curvature import arch_hessian, dominant_eigenvalue
-        return dominant_eigenvalue(arch_hessian(self, next(_heldout_batches(data, 1))))
+        from .curvature import arch_eigenvalue
+        return arch_eigenvalue(self, next(_heldout_batches(data, 1)), self.schedule.lanczos_steps)
 
     def alphas(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.supernet.alphas.items()}
