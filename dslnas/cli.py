@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "differs in the seed only (same space, method or "
                                      "training recipe, dataset; for training, same genotype).")
     rep.add_argument("runs", nargs="+", metavar="RUN_DIR",
-                     help="run directories of `dslnas search` or `dslnas train`")
+                     help="run directories of `dslnas search` or `dslnas train`, or folders "
+                          "holding them (e.g. runs/)")
     rep.add_argument("--benchmark", metavar="TABLE.csv",
                      help="an NB201 accuracy table: look up the genotypes of searches that did "
                           "not look them up themselves")
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_report(args) -> int:
     import attrs
 
-    from .runs import RunError, format_report, groups, read_run
+    from .runs import RunError, format_report, groups, read_run, run_dirs
     table = None
     if args.benchmark:
         from .bench.nb201 import BenchmarkError, BenchmarkTable
@@ -155,7 +156,7 @@ def cmd_report(args) -> int:
         except BenchmarkError as e:
             raise UserError(f"--benchmark: {e}") from None
     try:
-        runs = [read_run(p, table) for p in args.runs]
+        runs = [read_run(p, table) for p in run_dirs(args.runs)]
     except RunError as e:
         raise UserError(str(e)) from None
     if args.json:

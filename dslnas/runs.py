@@ -19,7 +19,7 @@ import attrs
 
 from .genotype import Genotype, GenotypeError, from_dict, to_json, to_nb201_string
 
-__all__ = ["Run", "RunError", "read_run", "groups", "mean_std", "format_report"]
+__all__ = ["Run", "RunError", "format_report", "groups", "mean_std", "read_run", "run_dirs"]
 
 
 class RunError(ValueError):
@@ -105,6 +105,22 @@ def _genotype(data) -> Genotype | None:
         return from_dict(data) if isinstance(data, dict) else None
     except (GenotypeError, KeyError, TypeError, ValueError):
         return None
+
+
+def run_dirs(paths) -> list[Path]:
+    """Each path as given when it is a run directory (it has a config.json); a folder that
+    is not one stands for the run directories directly inside it, in name order."""
+    out = []
+    for path in map(Path, paths):
+        if path.is_dir() and not (path / "config.json").exists():
+            inside = sorted(p for p in path.iterdir() if (p / "config.json").is_file())
+            if not inside:
+                raise RunError(f"{path}: not a run directory (no config.json), nor a folder "
+                               f"of run directories")
+            out += inside
+        else:
+            out.append(path)
+    return out
 
 
 def read_run(path: str | Path, benchmark=None) -> Run:

@@ -73,6 +73,13 @@ def test_the_markdown_table_escapes_genotypes_and_marks_unfinished_runs(study, c
     assert re.search(r"\\\|\w+~0\\\|\+", out)          # an escaped NB201 string
 
 
+def test_a_folder_stands_for_the_runs_inside_it(study, capsys):
+    code, out, err = run(capsys, "report", study, "--json")
+    assert code == 0, err
+    names = [Path(r["path"]).name for r in json.loads(out)["runs"]]
+    assert names == ["cut-s0", "one-s0", "one-s1", "train-s0", "train-s1", "two-s0"]
+
+
 def test_benchmark_looks_up_runs_that_did_not(study, tmp_path, capsys, table):  # noqa: F811
     plain = tmp_path / "plain"
     assert run(capsys, "search", NB201, "--method", "darts", "--epochs", "1", *TINY,
@@ -87,7 +94,9 @@ def test_benchmark_looks_up_runs_that_did_not(study, tmp_path, capsys, table):  
 def test_not_a_run_directory_exits_2(tmp_path, capsys):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("[1, 2]")
-    for bad, message in ((tmp_path, "not a run directory (no config.json)"),
+    (tmp_path / "empty").mkdir()
+    for bad, message in ((tmp_path / "empty", "nor a folder of run directories"),
+                         (tmp_path / "none", "not a run directory (no config.json)"),
                          (tmp_path / "broken", "not a JSON object")):
         code, _, err = run(capsys, "report", bad)
         assert code == 2 and message in err and "Traceback" not in err
