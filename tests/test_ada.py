@@ -64,6 +64,7 @@ def test_ada_rolls_back_raises_the_weight_decay_and_runs_its_last_round_to_the_e
     assert state["w_opt"]["param_groups"][0]["weight_decay"] == pytest.approx(4.5e-3)
     assert "DARTS-ADA: after epoch 5 rolled back to epoch 3" in out
     assert "DARTS-ADA: rolled back to epoch 3; w weight decay now 0.0015" in err
+    assert "the first possible rollback is after epoch 5" in err
 
 
 def test_a_rollback_is_a_resume_from_that_epoch_with_the_raised_decay(tmp_path, capsys):

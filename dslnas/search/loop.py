@@ -835,10 +835,11 @@ def _es_note(s: "Searcher") -> str:
                            delta=sch.es_delta, start=start)
     how = (f"measured every {sch.hessian_every} epochs, window {sch.es_window}, delta "
            f"{sch.es_delta}, returning no genotype from before epoch {start}")
+    what = {"stop": "stop", "simulate": "decision", "ada": "rollback"}[sch.early_stop]
     if first is None:
-        return (f"note: DARTS-ES cannot stop this {sch.epochs}-epoch search ({how}): it runs "
-                f"to the end")
-    return f"DARTS-ES ({how}): the first possible stop is after epoch {first}"
+        return (f"note: DARTS-ES cannot {'stop' if what == 'stop' else 'decide in'} this "
+                f"{sch.epochs}-epoch search ({how}): it runs to the end")
+    return f"DARTS-ES ({how}): the first possible {what} is after epoch {first}"
 
 
 def _curvature(s: "Searcher", data: SearchData, genotype: dict) -> dict:
