@@ -157,7 +157,7 @@ def read_run(path: str | Path, benchmark=None) -> Run:
                 notes.append(f"benchmark: {e}")
         scores = {k: float(v) for k, v in found.items() if isinstance(v, (int, float))}
         es = summary.get("early_stop")
-        if summary.get("darts_es") == "stop" and es:
+        if summary.get("darts_es") in ("stop", True) and es:     # True: before the modes
             notes.append(f"DARTS-ES stopped after epoch {es['epoch']}, returned epoch "
                          f"{es['genotype_epoch']}")
         elif es:

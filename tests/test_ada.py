@@ -92,19 +92,31 @@ def test_a_search_killed_anywhere_around_a_rollback_resumes_to_the_same_end(tmp_
         assert run(capsys, "search", "--resume", out_dir, "--no-progress")[0] == 0
         assert same_search(out_dir, tmp_path / "whole")
 
-    # killed after the decision's checkpoint, before the rollback: the resume rolls back
     class Kill(BaseException):
         pass
 
-    def killed(*_):
+    def killed(*_, **__):
         raise Kill
 
+    # killed after the decision's checkpoint, before the rollback: the resume rolls back
     out_dir = tmp_path / "killed"
     with monkeypatch.context() as m:
         m.setattr(ada, "roll_back", killed)
         with pytest.raises(Kill):
             run(capsys, "search", NB201, *ADA, "--out", out_dir)
     assert ckpt.load(out_dir / "checkpoint.pt")["ada_pending"]["genotype_epoch"] == 3
+    code, _, err = run(capsys, "search", "--resume", out_dir, "--no-progress")
+    assert code == 0, err
+    assert same_search(out_dir, tmp_path / "whole")
+
+    # killed after epoch 3's checkpoint, before its snapshot: the resume makes it
+    out_dir = tmp_path / "unlinked"
+    with monkeypatch.context() as m:
+        m.setattr(ada, "keep_snapshot", killed)
+        with pytest.raises(Kill):
+            run(capsys, "search", NB201, *ADA, "--out", out_dir)
+    assert ckpt.load(out_dir / "checkpoint.pt")["epoch"] == 3
+    assert not (out_dir / ada.SNAPSHOTS / "epoch-003.pt").exists()
     code, _, err = run(capsys, "search", "--resume", out_dir, "--no-progress")
     assert code == 0, err
     assert same_search(out_dir, tmp_path / "whole")
@@ -133,11 +145,23 @@ def test_simulate_notes_the_decision_and_searches_on(tmp_path, capsys):
     (["--early-stop", "ada", "--set", "ada_max_weight_decay=1e-4"],
      "ada_max_weight_decay (0.0001) must be finite and above w_weight_decay"),
     (["--set", "early_stop=sometimes"], "early_stop must be one of stop, simulate, ada or off"),
+    (["--early-stop", "sometimes"], "--early-stop: expected one of stop, simulate, ada"),
+    # no decay to multiply: it would roll back to the same state for ever
+    (["--early-stop", "ada", "--set", "w_weight_decay=0"], "and that above 0"),
+    (["--early-stop", "ada", "--set", "ada_factor=1.01"], "would raise w_weight_decay 391 times"),
 ])
 def test_bad_ada_settings_exit_2(tmp_path, capsys, sets, message):
     code, _, err = run(capsys, "search", NB201, "--method", "darts", *sets, *TINY,
                        "--out", tmp_path / "r")
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_early_stop_before_the_space_takes_no_mode(tmp_path, capsys):
+    code, _, err = run(capsys, "search", "--early-stop", NB201, "--method", "darts", "--epochs",
+                       1, *TINY, "--out", tmp_path / "r")
+    assert code == 0, err
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["method"]["schedule"]["early_stop"] == "stop"
 
 
 def test_a_boolean_early_stop_still_reads_as_stop():

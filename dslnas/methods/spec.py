@@ -15,6 +15,7 @@ Defaults come from ../shared/reference/methods.md; ``space_defaults`` holds the 
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import attrs
@@ -70,6 +71,16 @@ class Schedule:
     ada_factor: float = 3.0         # DARTS-ADA multiplies w's weight decay by this at a decision
     ada_max_weight_decay: float = 243e-4    # ... up to this (R-DARTS: 3e-4·3⁴); once there,
                                             # the search runs to its end
+
+
+ADA_MAX_RAISES = 20             # a guard against settings that would roll back for ever
+
+
+def ada_raises(schedule: Schedule) -> int:
+    """How many times DARTS-ADA can raise w's weight decay (each raise ×ada_factor, the last
+    capped at ada_max_weight_decay); a float's worth of slack so 3e-4·3⁴ counts as 4."""
+    ratio = schedule.ada_max_weight_decay / schedule.w_weight_decay
+    return max(0, math.ceil(math.log(ratio) / math.log(schedule.ada_factor) - 1e-9))
 
 
 @attrs.frozen

@@ -2,7 +2,7 @@
 grown, do not stop; roll the search back to the epoch whose genotype DARTS-ES would return,
 multiply w's weight decay by ``ada_factor`` and search on to the last epoch. Each later
 decision does the same, until the weight decay reaches ``ada_max_weight_decay``; from then on
-decisions are only logged. The search returns its last epoch's genotype.
+no decision is taken (the ratios are still logged). The search returns its last epoch's genotype.
 
 What R-DARTS' ``train_search.py`` (``--early_stop 3``) does, and so what this does: the
 rolled-back state is the end-of-epoch checkpoint of that epoch (weights, optimiser states,
@@ -29,7 +29,8 @@ from pathlib import Path
 from . import checkpoint as ckpt
 from .rundir import RunDir
 
-__all__ = ["ABANDONED", "SNAPSHOTS", "at_max", "finish", "keep_snapshot", "raised", "roll_back"]
+__all__ = ["ABANDONED", "SNAPSHOTS", "at_max", "finish", "keep_snapshot", "needs_snapshot",
+           "raised", "roll_back"]
 
 SNAPSHOTS = "ada"                       # ada/epoch-NNN.pt: states a rollback may return to
 ABANDONED = "ada-abandoned.jsonl"       # the records of the epochs a rollback abandoned
@@ -50,10 +51,21 @@ def _snapshot(run: RunDir, epoch: int) -> Path:
     return run.path / SNAPSHOTS / f"epoch-{epoch:03d}.pt"
 
 
-def keep_snapshot(run: RunDir, epoch: int) -> None:
-    """Keep the checkpoint just saved after ``epoch`` as a state to roll back to. It is linked,
-    not copied (checkpoints are replaced by rename, so the link keeps this one's content)."""
+def needs_snapshot(s) -> bool:
+    """Whether DARTS-ADA may roll back to the end of ``s.epoch``: its curvature was measured,
+    its genotype may be returned and a raise is left."""
+    from .loop import _es_start
+    return (s.schedule.early_stop == "ada" and s.es_acts() and s.in_epoch is None
+            and bool(s.curvature) and s.curvature[-1]["epoch"] == s.epoch >= _es_start(s))
+
+
+def keep_snapshot(run: RunDir, epoch: int, only_if_missing: bool = False) -> None:
+    """Keep the checkpoint saved after ``epoch`` as a state to roll back to. It is linked,
+    not copied (checkpoints are replaced by rename, so the link keeps this one's content).
+    ``only_if_missing``: on a resume, make the one a kill may have kept from being made."""
     target = _snapshot(run, epoch)
+    if only_if_missing and target.is_file():
+        return
     target.parent.mkdir(exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.unlink(missing_ok=True)
@@ -71,7 +83,8 @@ def _prune(run: RunDir, after: int | None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
         return
     for p in folder.glob("epoch-*.pt"):
-        if int(p.stem.split("-")[1]) > after:
+        epoch = p.stem.removeprefix("epoch-")
+        if epoch.isdigit() and int(epoch) > after:
             p.unlink(missing_ok=True)
 
 
@@ -93,10 +106,11 @@ def roll_back(s, run: RunDir) -> dict:
                  rollbacks=[*s.rollbacks, {**decision, "w_weight_decay": wd}],
                  elapsed=s.elapsed)                 # the abandoned epochs took time too
     round_ = len(s.rollbacks)                       # the trajectory being abandoned
-    done = {(r.get("ada_round"), r.get("epoch")) for r in run.read_metrics(ABANDONED)}
-    for r in run.read_metrics():
-        if r.get("epoch", 0) > epoch and (round_, r.get("epoch")) not in done:
-            run.append_metrics({**r, "ada_round": round_}, ABANDONED)
+    gone = run.read_metrics(ABANDONED)
+    done = {(r.get("ada_round"), r.get("epoch")) for r in gone}
+    gone += [{**r, "ada_round": round_} for r in run.read_metrics()
+             if r.get("epoch", 0) > epoch and (round_, r.get("epoch")) not in done]
+    run.write_metrics(gone, ABANDONED)              # whole and atomic: a kill cuts no line
     ckpt.save(state, run.checkpoint_path)
     _prune(run, None if at_max(wd, s.schedule) else epoch)
     return state

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from ..methods.spec import ES_MODES
+from ..methods.spec import ADA_MAX_RAISES, ES_MODES, ada_raises
 
 __all__ = ["add_commands", "resolve_method", "method_from_dict", "method_to_dict",
            "split_sets", "SET_HELP"]
@@ -156,7 +156,7 @@ def add_commands(subparsers) -> None:
                         "architecture (RobustDARTS) after epoch 1, every N epochs after it and "
                         "after the last (from the dense Hessian; --set lanczos_steps=20: "
                         "from 20 Lanczos steps, 20 products instead of one per α entry)")
-    s.add_argument("--early-stop", nargs="?", const="stop", choices=ES_MODES, metavar="MODE",
+    s.add_argument("--early-stop", nargs="?", const="stop", metavar="MODE",
                    help="DARTS-ES: when that eigenvalue has grown by es_factor (1.3), 'stop' "
                         "(the default) returns the genotype from before the growth, 'simulate' "
                         "notes it (genotype_es.*) and searches on, 'ada' (DARTS-ADA) rolls "
@@ -450,10 +450,13 @@ def _validate_schedule(s) -> None:
     if s.early_stop == "ada":
         if not 1 < s.ada_factor < float("inf"):
             problems.append(f"ada_factor must be a finite number > 1, got {s.ada_factor}")
-        if not s.w_weight_decay < s.ada_max_weight_decay < float("inf"):
+        elif not 0 < s.w_weight_decay < s.ada_max_weight_decay < float("inf"):
             problems.append(f"ada_max_weight_decay ({s.ada_max_weight_decay:g}) must be "
-                            f"finite and above w_weight_decay ({s.w_weight_decay:g}): "
-                            f"DARTS-ADA raises the one to the other")
+                            f"finite and above w_weight_decay ({s.w_weight_decay:g}), and "
+                            f"that above 0: DARTS-ADA multiplies the one up to the other")
+        elif (raises := ada_raises(s)) > ADA_MAX_RAISES:
+            problems.append(f"DARTS-ADA would raise w_weight_decay {raises} times (at most "
+                            f"{ADA_MAX_RAISES}): raise ada_factor or lower ada_max_weight_decay")
     if s.es_window < 1 or s.es_window % 2 == 0:
         problems.append(f"es_window must be an odd number >= 1, got {s.es_window}")
     if s.es_delta < 1:
@@ -596,6 +599,12 @@ def refuse_with_resume(args, allowed: tuple[str, ...]) -> None:
 
 
 def _search(args) -> int:
+    if args.early_stop is not None and args.early_stop not in ES_MODES:
+        if args.space is not None:
+            raise _user_error(f"--early-stop: expected one of {', '.join(ES_MODES)}, got "
+                              f"{args.early_stop!r}")
+        # `--early-stop SPACE.nas ...`: the optional MODE took the space
+        args.space, args.early_stop = args.early_stop, "stop"
     jobs = jobs_to_run(args, _RESUME_OK, _resume_job, _fresh_job, "runs/nb201-darts-s{seed}")
     return _run_jobs(jobs, args)
 
@@ -977,7 +986,8 @@ def _summary(result, method, ir, run) -> None:
         lines.insert(1, f"DARTS-ES stopped it after epoch {es['epoch']}: {why}, whose genotype "
                         f"it returns" if mode == "stop" else
                         f"DARTS-ES would have stopped it after epoch {es['epoch']} ({why}) and "
-                        f"returned that epoch's genotype: genotype_es.txt")
+                        f"returned that epoch's genotype" +
+                        (": genotype_es.txt" if result.finished else ""))
     for r in result.rollbacks:
         lines.append(f"DARTS-ADA: after epoch {r['epoch']} rolled back to epoch "
                      f"{r['genotype_epoch']} (ratio {r['ratio']:.2f}), w weight decay "

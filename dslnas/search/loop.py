@@ -26,6 +26,7 @@ streams' saved positions make the resumed epoch go on with the next batch.
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
 import random
@@ -713,6 +714,8 @@ class Searcher:
                     self.extra[k].copy_(v)
             self.rebuild_optimisers(state["w_opt"], state["a_opt"], state["scheduler"])
             self.w_weight_decay = float(state.get("w_weight_decay", self.schedule.w_weight_decay))
+            if not 0 <= self.w_weight_decay < math.inf:
+                raise ValueError(f"w_weight_decay {self.w_weight_decay} is not a weight decay")
             for g in self.w_opt.param_groups:       # a DARTS-ADA rollback raised it
                 g["weight_decay"] = self.w_weight_decay
             if data is not None and state.get("data") is not None:
@@ -919,11 +922,16 @@ def search(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
     Options: those of :func:`_search_round`, which runs the search until it ends or, with
     DARTS-ADA, until a rollback (:mod:`.ada`), after which the search resumes from the
     rolled-back state as a killed search resumes from its checkpoint."""
+    rolled_back = False
     while True:
-        out = _search_round(ir, method, data, run, resume_state=resume_state, **options)
+        out = _search_round(ir, method, data, run, resume_state=resume_state,
+                            rolled_back=rolled_back, **options)
         if isinstance(out, SearchResult):
             return out
-        resume_state = out
+        resume_state, rolled_back = out, True
+        gc.collect()            # the last round's searcher (held in cycles) and its GPU memory
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _search_round(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir, *,
@@ -934,9 +942,10 @@ def _search_round(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir
                   cuda_graphs: bool | None = None, fused: bool | None = None,
                   compile_cells: bool | None = None, checkpoint_every: float | None = None,
                   should_stop: Callable[[], str | None] | None = None,
-                  after_iteration: Callable[[], None] | None = None) -> SearchResult | dict:
+                  after_iteration: Callable[[], None] | None = None,
+                  rolled_back: bool = False) -> SearchResult | dict:
     """:func:`search` up to its end (a SearchResult) or a DARTS-ADA rollback (the state to
-    resume from).
+    resume from; ``rolled_back``: this round resumes from one).
 
     ``resume_state``: a checkpoint dict (``checkpoint.load``) to continue from. ``benchmark``: a
     :class:`~dslnas.bench.nb201.BenchmarkTable` to look the genotype up in every epoch.
@@ -979,6 +988,8 @@ def _search_round(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir
         if resume_state is not None:
             s.load_state_dict(resume_state, data, where=str(run.checkpoint_path))
             history = run.truncate_metrics(s.epoch)
+            if ada.needs_snapshot(s):           # killed between the checkpoint and its link
+                ada.keep_snapshot(run, s.epoch, only_if_missing=True)
         epochs = method.schedule.epochs
         last = epochs if stop_after is None else min(epochs, max(stop_after, s.epoch))
         # inside a resumed epoch: how far it went and how long it took before the save
@@ -1017,8 +1028,12 @@ def _search_round(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir
         attach_graphs(s, cuda_graphs, deterministic=deterministic, log=write)
         genotype = None
         interrupted = None
+        if rolled_back and should_stop is not None:     # asked during the rollback
+            interrupted = should_stop()
+            if interrupted is not None:
+                write(f"stopped ({interrupted}) after the rollback; checkpoint saved")
         try:
-            while s.epoch < last and not s.es_stopped and s.ada_pending is None:
+            while interrupted is None and s.epoch < last and not s.es_stopped and s.ada_pending is None:
                 t0 = time.perf_counter()
                 s.begin_epoch()
                 data.train.cutout_prob = data.val.cutout_prob = s.ramp(s.schedule.cutout_prob)
@@ -1080,9 +1095,8 @@ def _search_round(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir
                         scalars[f"curvature/{k}"] = curvature[k]
                 run.scalars(s.epoch, scalars)
                 ckpt.save(s.state_dict(data), run.checkpoint_path)
-                if (curvature.get("hessian_eig") is not None and s.schedule.early_stop == "ada"
-                        and s.es_acts() and s.epoch >= _es_start(s)):
-                    ada.keep_snapshot(run, s.epoch)     # a state DARTS-ADA may return to
+                if ada.needs_snapshot(s):               # a state DARTS-ADA may return to
+                    ada.keep_snapshot(run, s.epoch)
                 clock.update(done=0, seconds=0.0, saved=time.monotonic())
                 if bar is not None:
                     bar.set_postfix(loss=_fmt(m["train_loss"]), val=_fmt(m["val_acc"], ".1f"))

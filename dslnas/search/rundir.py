@@ -212,10 +212,16 @@ class RunDir:
     def truncate_metrics(self, epochs: int) -> list[dict]:
         """Keep the records of epochs 1..``epochs`` (those a checkpoint covers); return them."""
         kept = [r for r in self.read_metrics() if int(r.get("epoch", 0)) <= epochs]
-        text = "".join(json.dumps(r) + "\n" for r in kept)
-        self._write_text(METRICS, text)
+        self.write_metrics(kept)
         self._purge_step = epochs + 1
+        if self._writer is not None:    # reopened with the purge (a DARTS-ADA rollback goes
+            self._writer.close()        # back within one process)
+            self._writer = None
         return kept
+
+    def write_metrics(self, records: list[dict], name: str = METRICS) -> None:
+        """Replace ``name`` with ``records``, atomically."""
+        self._write_text(name, "".join(json.dumps(_jsonable(r)) + "\n" for r in records))
 
     # ---- TensorBoard ----------------------------------------------------------------------
     def scalars(self, step: int, values: dict[str, float | None]) -> None:
