@@ -154,6 +154,18 @@ def test_the_lanczos_eigenvalue_is_the_dense_one():
     assert arch_eigenvalue(s, batch, lanczos_steps=12) == pytest.approx(dense, rel=1e-3)
 
 
+def test_the_hessian_stays_on_the_searchers_device(monkeypatch):
+    """The weight-decay diagonal is made where the products are (on a GPU: CUDA; here the
+    shape-only "meta" device stands in for it)."""
+    from types import SimpleNamespace
+    import dslnas.search.curvature as curvature
+    monkeypatch.setattr(curvature, "_arch_operator", lambda s, batch, use: use(
+        3, lambda v: torch.zeros(3, device="meta")))
+    s = SimpleNamespace(schedule=SimpleNamespace(a_weight_decay=1e-3),
+                        relaxation=SimpleNamespace(arch_weight_decay=lambda wd: wd))
+    assert arch_hessian(s, None).device.type == "meta"
+
+
 def test_a_sampling_relaxation_has_no_curvature_to_track(capsys, tmp_path):
     code, _, err = run(capsys, "search", NB201, "--method", "drnas", "--epochs", "1",
                        "--early-stop", *TINY, "--out", tmp_path / "r")

@@ -77,18 +77,20 @@ def arch_hessian(searcher, batch) -> torch.Tensor:
             return torch.zeros(0, 0, dtype=torch.float64)
         return torch.stack([matvec(e) for e in torch.eye(n, dtype=torch.float64)], 1).double()
     h = _arch_operator(searcher, batch, dense)
-    return (h + h.T) / 2 + _arch_weight_decay(searcher) * torch.eye(len(h), dtype=h.dtype)
+    eye = torch.eye(len(h), dtype=h.dtype, device=h.device)
+    return (h + h.T) / 2 + _arch_weight_decay(searcher) * eye
 
 
 def arch_eigenvalue(searcher, batch, lanczos_steps: int = 0) -> float:
     """The largest eigenvalue of :func:`arch_hessian`: from the dense matrix (``lanczos_steps``
     0, as R-DARTS), or from that many Lanczos steps (one product each instead of one per
-    entry; exact once they reach the number of entries)."""
+    entry; the dense value up to rounding once they reach the number of entries; too few
+    steps underestimate it)."""
     if not lanczos_steps:
         return dominant_eigenvalue(arch_hessian(searcher, batch))
-    top = _arch_operator(searcher, batch,
-                         lambda n, matvec: lanczos_max(matvec, n, lanczos_steps))
-    return top + _arch_weight_decay(searcher)
+    n, top = _arch_operator(searcher, batch,
+                            lambda n, matvec: (n, lanczos_max(matvec, n, lanczos_steps)))
+    return top + _arch_weight_decay(searcher) if n else 0.0     # as the dense path
 
 
 def lanczos_max(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, steps: int) -> float:

@@ -1033,7 +1033,8 @@ def _search_round(ir: SpaceIR, method: MethodSpec, data: SearchData, run: RunDir
             if interrupted is not None:
                 write(f"stopped ({interrupted}) after the rollback; checkpoint saved")
         try:
-            while interrupted is None and s.epoch < last and not s.es_stopped and s.ada_pending is None:
+            while (interrupted is None and s.epoch < last and not s.es_stopped
+                   and s.ada_pending is None):
                 t0 = time.perf_counter()
                 s.begin_epoch()
                 data.train.cutout_prob = data.val.cutout_prob = s.ramp(s.schedule.cutout_prob)
