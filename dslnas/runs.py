@@ -68,7 +68,8 @@ def genotype_label(genotype: Genotype) -> str:
 
 # config.json entries that do not change what a run computes, beyond its seed's numbers
 _NOT_SETTINGS = {"seed", "device", "created", "argv", "versions", "benchmark", "deterministic",
-                 "channels_last", "space_file", "overrides", "dataset.root"}
+                 "channels_last", "space_file", "overrides", "resumed", "dataset.root",
+                 "space.source", "method.summary"}
 
 
 def _flatten(value, prefix: str = "") -> dict[str, str]:
@@ -80,6 +81,22 @@ def _flatten(value, prefix: str = "") -> dict[str, str]:
                 out |= _flatten(v, path)
         return out
     return {prefix: json.dumps(value, sort_keys=True)}
+
+
+def _settings(config: dict) -> tuple[tuple[str, str], ...]:
+    """The config's settings, flattened; a search's schedule with the fields an older version
+    did not write filled in with their defaults (and old values read as today's)."""
+    method = config.get("method")
+    if isinstance(method, dict) and isinstance(method.get("schedule"), dict):
+        from .methods.spec import Schedule
+        known = {a.name for a in attrs.fields(Schedule)}
+        try:
+            schedule = attrs.asdict(Schedule(**{k: v for k, v in method["schedule"].items()
+                                                if k in known}))
+        except (TypeError, ValueError):
+            schedule = method["schedule"]
+        config = {**config, "method": {**method, "schedule": schedule}}
+    return tuple(sorted(_flatten(config).items()))
 
 
 def _json(path: Path) -> dict | None:
@@ -109,29 +126,49 @@ def _genotype(data) -> Genotype | None:
 
 def run_dirs(paths) -> list[Path]:
     """Each path as given when it is a run directory (it has a config.json); a folder that
-    is not one stands for the run directories directly inside it, in name order."""
-    out = []
+    is not one stands for the run directories under it, in name order. A run named twice
+    counts once."""
+    out: dict[Path, Path] = {}
     for path in map(Path, paths):
         if path.is_dir() and not (path / "config.json").exists():
-            inside = sorted(p for p in path.iterdir() if (p / "config.json").is_file())
+            inside = _runs_under(path)
             if not inside:
                 raise RunError(f"{path}: not a run directory (no config.json), nor a folder "
                                f"of run directories")
-            out += inside
         else:
-            out.append(path)
-    return out
+            inside = [path]
+        for p in inside:
+            out.setdefault(p.resolve(), p)
+    return list(out.values())
+
+
+def _runs_under(folder: Path) -> list[Path]:
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.is_dir():
+            found += [p] if (p / "config.json").is_file() else _runs_under(p)
+    return found
 
 
 def read_run(path: str | Path, benchmark=None) -> Run:
     """A run directory's :class:`Run`; ``benchmark`` (a BenchmarkTable) looks a search's
-    genotype up when the run did not."""
-    path = Path(path)
+    genotype up when the run did not. Damaged files raise RunError, naming the run."""
+    try:
+        return _read_run(Path(path), benchmark)
+    except (KeyError, TypeError, ValueError, AttributeError, OSError, UnicodeDecodeError) as e:
+        if isinstance(e, RunError):
+            raise
+        raise RunError(f"{path}: its run files are damaged ({type(e).__name__}: {e})") from None
+
+
+def _read_run(path: Path, benchmark) -> Run:
     config = _json(path / "config.json")
     if config is None:
         raise RunError(f"{path}: not a run directory (no config.json)")
     summary = _json(path / "summary.json") or {}
     last = _last_record(path) or {}
+    if not isinstance(last, dict):
+        raise RunError(f"{path}/metrics.jsonl: its last line is not a JSON object")
     try:
         kind = config.get("kind", "search")
         space = config["space"]["space"]
@@ -175,7 +212,7 @@ def read_run(path: str | Path, benchmark=None) -> Run:
                seconds=float(seconds) if isinstance(seconds, (int, float)) else None,
                genotype=None if genotype is None else genotype_label(genotype),
                scores=scores, notes=tuple(notes),
-               settings=tuple(sorted(_flatten(config).items())))
+               settings=_settings(config))
 
 
 def groups(runs: list[Run]) -> list[dict]:
@@ -213,10 +250,20 @@ def _variant(settings: tuple, alike: list[tuple]) -> str:
         return ""
     differ = sorted({k for o in others for k in mine.keys() & o.keys() if mine[k] != o[k]
                      and not k.startswith(_DERIVED) and not k.endswith("_images")})
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={mine[k]}" for k in differ) or "other settings"
+    last = [k.rsplit(".", 1)[-1] for k in differ]
+    names = [k if last.count(n) > 1 else n for k, n in zip(differ, last)]
+    return ", ".join(f"{n}={_plain(mine[k])}" for k, n in zip(differ, names)) or "other settings"
 
 
-_DERIVED = ("space.network", "space.cells", "space.groups", "space.alpha_shapes", "space.source")
+def _plain(value: str) -> str:
+    """A flattened JSON value as a person writes it: ada, not "ada"."""
+    v = json.loads(value)
+    return v if isinstance(v, str) and v else value
+
+
+# settings that follow from others (a space's network and cells from its file and parameters,
+# a training run's genotype, shown apart)
+_DERIVED = ("space.network", "space.cells", "space.groups", "space.alpha_shapes", "genotype.")
 
 
 def _pm(mean: float | None, std: float | None) -> str:
@@ -234,7 +281,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def format_report(runs: list[Run]) -> str:
     """Markdown: the seed groups (mean ± std over finished runs), then every run."""
     gs = groups(runs)
-    score_names = list(dict.fromkeys(k for g in gs for k in g["scores"]))
+    score_names = list(dict.fromkeys(k for r in runs for k in r.scores))
     rows = []
     for g in gs:
         what = g["what"] + (f" ({g['variant']})" if g["variant"] else "")

@@ -73,11 +73,31 @@ def test_the_markdown_table_escapes_genotypes_and_marks_unfinished_runs(study, c
     assert re.search(r"\\\|\w+~0\\\|\+", out)          # an escaped NB201 string
 
 
-def test_a_folder_stands_for_the_runs_inside_it(study, capsys):
-    code, out, err = run(capsys, "report", study, "--json")
+def test_a_folder_stands_for_the_runs_under_it_and_a_run_counts_once(study, capsys):
+    code, out, err = run(capsys, "report", study.parent, study / "one-s0", "--json")
     assert code == 0, err
     names = [Path(r["path"]).name for r in json.loads(out)["runs"]]
     assert names == ["cut-s0", "one-s0", "one-s1", "train-s0", "train-s1", "two-s0"]
+
+
+def test_a_resumed_or_older_run_stays_in_its_seed_group(study, tmp_path, capsys):
+    import shutil
+    older = tmp_path / "one-s1"
+    shutil.copytree(study / "one-s1", older)
+    config = json.loads((older / "config.json").read_text())
+    config["resumed"] = [{"at_epoch": 0}]                       # what --resume adds
+    del config["method"]["schedule"]["lanczos_steps"]           # written before the field
+    config["method"]["schedule"]["early_stop"] = False          # ... and before the modes
+    (older / "config.json").write_text(json.dumps(config))
+    code, out, err = run(capsys, "report", study / "one-s0", older, "--json")
+    assert code == 0, err
+    assert [g["seeds"] for g in json.loads(out)["groups"]] == [[0, 1]]
+
+
+def test_an_unfinished_runs_scores_show_without_a_finished_one(study, capsys):
+    code, out, err = run(capsys, "report", study / "cut-s0")
+    assert code == 0, err
+    assert "| cifar10 | cifar100 |" in out and "1/3 epochs" in out
 
 
 def test_benchmark_looks_up_runs_that_did_not(study, tmp_path, capsys, table):  # noqa: F811
@@ -91,7 +111,7 @@ def test_benchmark_looks_up_runs_that_did_not(study, tmp_path, capsys, table):  
     assert set(json.loads(out)["runs"][0]["scores"]) == {"cifar10", "cifar100"}
 
 
-def test_not_a_run_directory_exits_2(tmp_path, capsys):
+def test_not_a_run_directory_exits_2(study, tmp_path, capsys):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("[1, 2]")
     (tmp_path / "empty").mkdir()
@@ -102,6 +122,12 @@ def test_not_a_run_directory_exits_2(tmp_path, capsys):
         assert code == 2 and message in err and "Traceback" not in err
     code, _, err = run(capsys, "report", tmp_path, "--benchmark", tmp_path / "none.csv")
     assert code == 2 and "does not exist" in err
+    damaged = tmp_path / "damaged"
+    import shutil
+    shutil.copytree(study / "one-s0", damaged)
+    (damaged / "summary.json").write_text('{"finished": true, "epochs": null}')
+    code, _, err = run(capsys, "report", damaged)
+    assert code == 2 and "run files are damaged" in err and "Traceback" not in err
 
 
 def test_mean_std_is_the_sample_std():
