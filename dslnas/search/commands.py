@@ -1026,7 +1026,7 @@ def _schedule_brief(s) -> str:
         how = f" ({s.lanczos_steps} Lanczos steps)" if s.lanczos_steps else ""
         bits.append(f"∇²_α L_val eigenvalue every {s.hessian_every} epochs{how}")
     if s.early_stop:
-        mode = {"stop": "", "simulate": " simulated"}.get(s.early_stop, "")
+        mode = " simulated" if s.early_stop == "simulate" else ""
         bits.append(f"DARTS-ES{mode} (window {s.es_window}, delta {s.es_delta}, factor "
                     f"{s.es_factor:g}, from epoch {s.es_start})")
     if s.early_stop == "ada":

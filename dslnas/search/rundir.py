@@ -185,14 +185,14 @@ class RunDir:
             raise RunDirError(f"cannot read {self.path / CONFIG}: {e}") from None
 
     # ---- metrics --------------------------------------------------------------------------
-    def append_metrics(self, record: dict, name: str = METRICS) -> None:
+    def append_metrics(self, record: dict) -> None:
         line = json.dumps(_jsonable(record), allow_nan=False)
         try:
-            with open(self.path / name, "a") as f:
+            with open(self.path / METRICS, "a") as f:
                 f.write(line + "\n")
                 f.flush()
         except OSError as e:
-            raise RunDirError(f"cannot write {self.path / name}: {e.strerror or e}") from None
+            raise RunDirError(f"cannot write {self.path / METRICS}: {e.strerror or e}") from None
 
     def read_metrics(self, name: str = METRICS) -> list[dict]:
         p = self.path / name
