@@ -73,11 +73,15 @@ def test_the_markdown_table_escapes_genotypes_and_marks_unfinished_runs(study, c
     assert re.search(r"\\\|\w+~0\\\|\+", out)          # an escaped NB201 string
 
 
-def test_a_folder_stands_for_the_runs_under_it_and_a_run_counts_once(study, capsys):
-    code, out, err = run(capsys, "report", study.parent, study / "one-s0", "--json")
+def test_a_folder_stands_for_the_runs_under_it_and_a_run_counts_once(study, tmp_path, capsys):
+    import shutil
+    shutil.copytree(study / "two-s0", tmp_path / "outer" / "inner" / "two-s0")
+    code, out, err = run(capsys, "report", study, tmp_path / "outer", study / "one-s0", "--json")
     assert code == 0, err
-    names = [Path(r["path"]).name for r in json.loads(out)["runs"]]
-    assert names == ["cut-s0", "one-s0", "one-s1", "train-s0", "train-s1", "two-s0"]
+    paths = [Path(r["path"]) for r in json.loads(out)["runs"]]
+    assert [p.name for p in paths] == ["cut-s0", "one-s0", "one-s1", "train-s0", "train-s1",
+                                       "two-s0", "two-s0"]
+    assert paths[-1].parent.name == "inner"
 
 
 def test_a_resumed_or_older_run_stays_in_its_seed_group(study, tmp_path, capsys):
