@@ -70,6 +70,9 @@ def genotype_label(genotype: Genotype) -> str:
 _NOT_SETTINGS = {"seed", "device", "created", "argv", "versions", "benchmark", "deterministic",
                  "channels_last", "space_file", "overrides", "resumed", "dataset.root",
                  "space.source", "method.summary"}
+# settings that follow from others (a space's network and cells from its file and parameters,
+# a training run's genotype, shown apart): not named when telling groups apart
+_DERIVED = ("space.network", "space.cells", "space.groups", "space.alpha_shapes", "genotype.")
 
 
 def _flatten(value, prefix: str = "") -> dict[str, str]:
@@ -260,10 +263,6 @@ def _plain(value: str) -> str:
     v = json.loads(value)
     return v if isinstance(v, str) and v else value
 
-
-# settings that follow from others (a space's network and cells from its file and parameters,
-# a training run's genotype, shown apart)
-_DERIVED = ("space.network", "space.cells", "space.groups", "space.alpha_shapes", "genotype.")
 
 
 def _pm(mean: float | None, std: float | None) -> str:

@@ -190,15 +190,17 @@ def hessian_operator(loss_fn: Callable[[], Tensor], params: Sequence[Tensor],
     return sum(sizes), matvec
 
 
-def hessian(loss_fn: Callable[[], Tensor], params: Sequence[Tensor],
-            entries: Sequence[Tensor] | None = None, hold: Sequence[Tensor] = ()) -> Tensor:
-    """The dense Hessian of ``loss_fn()`` w.r.t. the selected entries of ``params``
-    (:func:`hessian_operator`): one H·e_i per entry."""
-    n, matvec = hessian_operator(loss_fn, params, entries, hold)
+def dense(n: int, matvec: Callable[[Tensor], Tensor]) -> Tensor:
+    """The n×n matrix of a :func:`hessian_operator`: one H·e_i per entry."""
     if n == 0:
         return torch.zeros(0, 0)
-    eye = torch.eye(n, device=params[0].device, dtype=params[0].dtype)
-    return torch.stack([matvec(e) for e in eye], dim=1)
+    return torch.stack([matvec(e) for e in torch.eye(n, dtype=torch.float64)], dim=1)
+
+
+def hessian(loss_fn: Callable[[], Tensor], params: Sequence[Tensor],
+            entries: Sequence[Tensor] | None = None, hold: Sequence[Tensor] = ()) -> Tensor:
+    """The dense Hessian of ``loss_fn()`` w.r.t. the selected entries of ``params``."""
+    return dense(*hessian_operator(loss_fn, params, entries, hold))
 
 
 def mixed_vp(loss_fn: Callable[[], Tensor], weights: Sequence[Tensor], alphas: Sequence[Tensor],

@@ -72,11 +72,7 @@ def _arch_weight_decay(searcher) -> float:
 def arch_hessian(searcher, batch) -> torch.Tensor:
     """H (float64, symmetric) of ``searcher``'s validation loss on ``batch`` w.r.t. its live
     architecture entries, architecture weight decay included; nothing of the search changes."""
-    def dense(n: int, matvec) -> torch.Tensor:
-        if n == 0:
-            return torch.zeros(0, 0, dtype=torch.float64)
-        return torch.stack([matvec(e) for e in torch.eye(n, dtype=torch.float64)], 1).double()
-    h = _arch_operator(searcher, batch, dense)
+    h = _arch_operator(searcher, batch, hg.dense).double()
     eye = torch.eye(len(h), dtype=h.dtype, device=h.device)
     return (h + h.T) / 2 + _arch_weight_decay(searcher) * eye
 
@@ -88,9 +84,9 @@ def arch_eigenvalue(searcher, batch, lanczos_steps: int = 0) -> float:
     steps underestimate it)."""
     if not lanczos_steps:
         return dominant_eigenvalue(arch_hessian(searcher, batch))
-    n, top = _arch_operator(searcher, batch,
-                            lambda n, matvec: (n, lanczos_max(matvec, n, lanczos_steps)))
-    return top + _arch_weight_decay(searcher) if n else 0.0     # as the dense path
+    wd = _arch_weight_decay(searcher)               # no entry: 0, as the dense path
+    return _arch_operator(searcher, batch, lambda n, matvec: lanczos_max(
+        matvec, n, lanczos_steps) + wd if n else 0.0)
 
 
 def lanczos_max(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, steps: int) -> float:
@@ -106,8 +102,9 @@ def lanczos_max(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, steps: i
     for _ in range(min(steps, n)):
         w = matvec(basis[-1]).double().cpu()
         diag.append(float(w @ basis[-1]))
+        q = torch.stack(basis, 1)
         for _ in range(2):          # twice is enough (Kahan-Parlett)
-            w = w - torch.stack(basis, 1) @ (torch.stack(basis, 1).T @ w)
+            w = w - q @ (q.T @ w)
         beta = float(w.norm())
         if beta <= 1e-12 * max(1.0, max(abs(d) for d in diag)) or len(diag) == n:
             break                   # an invariant subspace: T's eigenvalues are exact

@@ -404,10 +404,9 @@ class Searcher:
     def es_acts(self) -> bool:
         """Whether a DARTS-ES decision now would act: "stop" always; "simulate" only the first;
         "ada" while the weight decay has a raise left (R-DARTS' last round runs to the end)."""
-        from .ada import at_max
         mode = self.schedule.early_stop
         return (mode == "stop" or (mode == "simulate" and self.early_stopped is None)
-                or (mode == "ada" and not at_max(self.w_weight_decay, self.schedule)))
+                or (mode == "ada" and not ada.at_max(self.w_weight_decay, self.schedule)))
 
     @property
     def lr(self) -> float:
@@ -878,9 +877,8 @@ def _curvature(s: "Searcher", data: SearchData, genotype: dict) -> dict:
         s.early_stopped = {**decision, "genotype": returned}
     out["early_stop"] = {**decision, "action": sch.early_stop}
     if sch.early_stop == "ada":
-        from .ada import raised
         s.ada_pending = decision
-        out["early_stop"]["w_weight_decay"] = raised(s.w_weight_decay, sch)
+        out["early_stop"]["w_weight_decay"] = ada.raised(s.w_weight_decay, sch)
     return out
 
 
